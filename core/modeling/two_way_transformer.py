@@ -1,0 +1,133 @@
+"""Two-way transformer of the mask decoder (paper appendix A, Fig. 14).
+
+Each layer does four things: (1) self-attention over the prompt tokens, (2) cross-attention
+from tokens to the image embedding, (3) an MLP on each token, (4) cross-attention from the
+image embedding back to the tokens. Positional encodings are re-added to queries and keys at
+every attention (the image PE to image keys, the original prompt tokens to token queries).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class ProjectedAttention(nn.Module):
+    """Multi-head attention with an optional downsampled internal width (`dim / downsample`)."""
+
+    def __init__(self, dim: int, num_heads: int, downsample: int = 1) -> None:
+        super().__init__()
+        inner = dim // downsample
+        if inner % num_heads:
+            raise ValueError(f"inner width {inner} is not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        self.q_proj = nn.Linear(dim, inner)
+        self.k_proj = nn.Linear(dim, inner)
+        self.v_proj = nn.Linear(dim, inner)
+        self.out_proj = nn.Linear(inner, dim)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        return x.view(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """q: (B, Nq, C), k and v: (B, Nk, C) → (B, Nq, C)."""
+        out = F.scaled_dot_product_attention(
+            self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
+        )
+        b, _, nq, _ = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(b, nq, -1))
+
+
+class TokenMLP(nn.Module):
+    """Linear → ReLU → Linear on each token (keys `lin1`, `lin2`)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.lin1 = nn.Linear(dim, hidden)
+        self.lin2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin2(F.relu(self.lin1(x)))
+
+
+class TwoWayBlock(nn.Module):
+    """One layer of the two-way transformer; updates both tokens and image embedding."""
+
+    def __init__(
+        self, dim: int, num_heads: int, mlp_dim: int, downsample: int, skip_first_pe: bool
+    ) -> None:
+        super().__init__()
+        self.skip_first_pe = skip_first_pe
+        self.self_attn = ProjectedAttention(dim, num_heads)
+        self.norm1 = nn.LayerNorm(dim)
+        self.cross_attn_token_to_image = ProjectedAttention(dim, num_heads, downsample)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = TokenMLP(dim, mlp_dim)
+        self.norm3 = nn.LayerNorm(dim)
+        self.norm4 = nn.LayerNorm(dim)
+        self.cross_attn_image_to_token = ProjectedAttention(dim, num_heads, downsample)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        image: torch.Tensor,
+        token_pe: torch.Tensor,
+        image_pe: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """tokens: (B, T, C); image: (B, HW, C); token_pe: (B, T, C); image_pe: (B|1, HW, C)."""
+        if self.skip_first_pe:
+            # The first layer's tokens *are* the prompt encodings: attend and replace.
+            tokens = self.self_attn(tokens, tokens, tokens)
+        else:
+            q = tokens + token_pe
+            tokens = tokens + self.self_attn(q, q, tokens)
+        tokens = self.norm1(tokens)
+
+        image_keys = image + image_pe
+        tokens = tokens + self.cross_attn_token_to_image(tokens + token_pe, image_keys, image)
+        tokens = self.norm2(tokens)
+        tokens = self.norm3(tokens + self.mlp(tokens))
+
+        image = image + self.cross_attn_image_to_token(image_keys, tokens + token_pe, tokens)
+        return tokens, self.norm4(image)
+
+
+class TwoWayTransformer(nn.Module):
+    """Stack of TwoWayBlocks plus a final token → image attention."""
+
+    def __init__(
+        self,
+        depth: int = 2,
+        embedding_dim: int = 256,
+        num_heads: int = 8,
+        mlp_dim: int = 2048,
+        attention_downsample_rate: int = 2,
+    ) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            TwoWayBlock(
+                embedding_dim, num_heads, mlp_dim, attention_downsample_rate, skip_first_pe=i == 0
+            )
+            for i in range(depth)
+        )
+        self.final_attn_token_to_image = ProjectedAttention(
+            embedding_dim, num_heads, attention_downsample_rate
+        )
+        self.norm_final_attn = nn.LayerNorm(embedding_dim)
+
+    def forward(
+        self, image: torch.Tensor, image_pe: torch.Tensor, tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """image: (B, C, H, W); image_pe: (B|1, C, H, W); tokens: (B, T, C).
+
+        Returns the updated tokens (B, T, C) and image embedding (B, HW, C).
+        """
+        image = image.flatten(2).transpose(1, 2)
+        image_pe = image_pe.flatten(2).transpose(1, 2)
+        prompt_tokens = tokens
+        for layer in self.layers:
+            tokens, image = layer(tokens, image, prompt_tokens, image_pe)
+        attn = self.final_attn_token_to_image(tokens + prompt_tokens, image + image_pe, image)
+        return self.norm_final_attn(tokens + attn), image
