@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -26,12 +29,33 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return resolved
 
 
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX), read from cpuinfo."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: trust torch's own dispatch level
+        return "AVX512" in torch.backends.cpu.get_cpu_capability()
+    return any(flag in flags for flag in ("avx512_bf16", "amx_bf16"))
+
+
 def check_precision(precision: str, device: torch.device) -> Precision:
-    """Validate a precision name for `device`; fp16 needs a GPU (CPU kernels are slow/missing)."""
+    """Validate a precision name for `device`.
+
+    fp16 needs a GPU. bf16 on a CPU without native bf16 (e.g. AVX2-only) is emulated and
+    several times slower than fp32: allowed, with a warning.
+    """
     if precision not in ("fp32", "bf16", "fp16"):
         raise ValueError(f"precision must be 'fp32', 'bf16' or 'fp16', got {precision!r}")
     if precision == "fp16" and device.type == "cpu":
         raise ValueError("fp16 is for GPUs; on a CPU use 'bf16' (or 'fp32')")
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
+        warnings.warn(
+            "this CPU has no native bf16 (AVX512-BF16/AMX): bf16 is emulated and several times "
+            "slower than fp32 here; use precision='fp32'",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     return precision  # type: ignore[return-value]
 
 

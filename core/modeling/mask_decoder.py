@@ -55,7 +55,8 @@ class MaskDecoder(nn.Module):
         """Predict masks for B prompts on one image.
 
         image_embedding: (1, C, 64, 64) or (B, C, 64, 64); image_pe: (1, C, 64, 64)
-        sparse_prompts: (B, T, C); dense_prompts: (B, C, 64, 64)
+        sparse_prompts: (B, T, C); dense_prompts: (B, C, 64, 64), or (1, C, 64, 64) when no
+            prompt has a mask input (then the image side is shared by the whole batch)
         Returns low-res mask logits (B, M, 256, 256) and predicted IoU (B, M), with M = 3 if
         `multimask` else 1.
         """
@@ -76,12 +77,12 @@ class MaskDecoder(nn.Module):
         output_tokens = output_tokens[None].expand(batch, -1, -1).to(sparse_prompts.dtype)
         tokens = torch.cat([output_tokens, sparse_prompts], dim=1)
 
-        image = image_embedding.expand(batch, -1, -1, -1) + dense_prompts
+        image = image_embedding + dense_prompts
         hidden_tokens, image_tokens = self.transformer(image, image_pe, tokens)
         iou_token_out = hidden_tokens[:, 0]
         mask_tokens_out = hidden_tokens[:, 1 : 1 + self.num_mask_tokens]
 
-        b, c, h, w = image.shape
+        b, c, h, w = image_tokens.shape[0], *image.shape[1:]
         upscaled = self.output_upscaling(image_tokens.transpose(1, 2).reshape(b, c, h, w))
         hyper = torch.stack(
             [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],

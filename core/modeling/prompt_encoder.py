@@ -112,7 +112,8 @@ class PromptEncoder(nn.Module):
         points: ((B, N, 2) xy input-frame pixels, (B, N) labels 1 positive / 0 negative / -1 pad)
         boxes: (B, 4) x0, y0, x1, y1 input-frame pixels
         masks: (B, 1, 256, 256) mask logits
-        Returns sparse (B, T, C) tokens and dense (B, C, 64, 64) embeddings.
+        Returns sparse (B, T, C) tokens and dense (B, C, 64, 64) embeddings; without masks
+        the dense embedding is the same for all prompts and returned once, (1, C, 64, 64).
         """
         batch = self._batch_size(points, boxes, masks)
         device = self.no_mask_embed.weight.device
@@ -139,7 +140,7 @@ class PromptEncoder(nn.Module):
             dense = self.mask_downscaling(masks)
         else:
             h, w = self.image_embedding_size
-            dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(batch, -1, h, w)
+            dense = self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, h, w)
         return sparse, dense
 
     @staticmethod

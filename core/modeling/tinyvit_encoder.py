@@ -21,7 +21,12 @@ from .common import encoder_neck
 
 
 class ConvBN(nn.Sequential):
-    """Conv2d without bias followed by BatchNorm2d (keys `c`, `bn`)."""
+    """Conv2d without bias followed by BatchNorm2d (keys `c`, `bn`).
+
+    In eval mode the BatchNorm is folded into the convolution (one pass over the activations
+    instead of two); the folded weights are cached and rebuilt whenever a parameter or running
+    statistic changes (loading weights, fine-tuning).
+    """
 
     def __init__(
         self, in_ch: int, out_ch: int, kernel: int = 1, stride: int = 1, groups: int = 1
@@ -32,6 +37,28 @@ class ConvBN(nn.Sequential):
                 bn=nn.BatchNorm2d(out_ch),
             )
         )
+        self._folded: tuple[tuple, torch.Tensor, torch.Tensor] | None = None
+
+    def _sources(self) -> tuple[torch.Tensor, ...]:
+        bn = self.bn
+        return (self.c.weight, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+
+    def _folded_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
+        sources = self._sources()
+        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in sources)
+        if self._folded is None or self._folded[0] != key:
+            conv_w, gamma, beta, mean, var = (t.detach() for t in sources)
+            scale = gamma / torch.sqrt(var + self.bn.eps)
+            weight = conv_w * scale.reshape(-1, 1, 1, 1)
+            self._folded = (key, weight, beta - mean * scale)
+        return self._folded[1], self._folded[2]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return super().forward(x)
+        weight, bias = self._folded_weights()
+        c = self.c
+        return F.conv2d(x, weight, bias, c.stride, c.padding, c.dilation, c.groups)
 
 
 class PatchEmbed(nn.Module):
@@ -117,7 +144,8 @@ class TinyViTAttention(nn.Module):
         b, n, _ = x.shape
         qkv = self.qkv(self.norm(x)).view(b, n, self.num_heads, 3 * self.head_dim)
         q, k, v = qkv.permute(0, 2, 1, 3).split(self.head_dim, dim=-1)  # per-head [q | k | v]
-        bias = self.attention_biases[:, self.attention_bias_idxs].to(q.dtype)  # (heads, N, N)
+        # A 4-D mask lets SDPA use its fused CPU kernel (a 3-D one falls back to the slow path).
+        bias = self.attention_biases[:, self.attention_bias_idxs].to(q.dtype)[None]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         return self.proj(out.transpose(1, 2).reshape(b, n, -1))
 
@@ -252,7 +280,9 @@ class TinyViTImageEncoder(nn.Module):
         self.neck = encoder_neck(embed_dims[-1], out_chans)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(x)
+        # Channels-last throughout: convs run without layout reorders, and the attention
+        # stages' (B, H, W, C) views of the grid are free instead of copies.
+        x = self.patch_embed(x.contiguous(memory_format=torch.channels_last))
         for stage in self.layers:
             x = stage(x)
-        return self.neck(x)
+        return self.neck(x).contiguous()

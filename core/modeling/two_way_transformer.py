@@ -32,11 +32,15 @@ class ProjectedAttention(nn.Module):
         return x.view(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """q: (B, Nq, C), k and v: (B, Nk, C) → (B, Nq, C)."""
-        out = F.scaled_dot_product_attention(
-            self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
-        )
-        b, _, nq, _ = out.shape
+        """q: (B, Nq, C), k and v: (B, Nk, C) → (B, Nq, C).
+
+        Any of them may have batch 1 and is then shared by all B (projected once).
+        """
+        q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
+        b = max(q.shape[0], k.shape[0], v.shape[0])
+        q, k, v = (t.expand(b, -1, -1, -1) if t.shape[0] != b else t for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v)
+        nq = out.shape[2]
         return self.out_proj(out.transpose(1, 2).reshape(b, nq, -1))
 
 
@@ -76,7 +80,11 @@ class TwoWayBlock(nn.Module):
         token_pe: torch.Tensor,
         image_pe: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """tokens: (B, T, C); image: (B, HW, C); token_pe: (B, T, C); image_pe: (B|1, HW, C)."""
+        """tokens: (B, T, C); image: (B|1, HW, C); token_pe: (B, T, C); image_pe: (1, HW, C).
+
+        A batch-1 image (no per-prompt mask input) is shared by all B prompts until the
+        image→token attention makes it prompt-specific, so its projections run once.
+        """
         if self.skip_first_pe:
             # The first layer's tokens *are* the prompt encodings: attend and replace.
             tokens = self.self_attn(tokens, tokens, tokens)
@@ -120,7 +128,7 @@ class TwoWayTransformer(nn.Module):
     def forward(
         self, image: torch.Tensor, image_pe: torch.Tensor, tokens: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """image: (B, C, H, W); image_pe: (B|1, C, H, W); tokens: (B, T, C).
+        """image: (B|1, C, H, W); image_pe: (1, C, H, W); tokens: (B, T, C).
 
         Returns the updated tokens (B, T, C) and image embedding (B, HW, C).
         """
