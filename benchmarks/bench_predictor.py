@@ -265,6 +265,18 @@ def run_predict(case: dict) -> dict:
     return result
 
 
+def code_fingerprint() -> str:
+    """Hash of the sam_core sources this process imported (others edit core/ concurrently)."""
+    import hashlib
+
+    import sam_core
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(sam_core.__file__).parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
 def run_one(case: dict) -> None:
     import torch
 
@@ -272,8 +284,10 @@ def run_one(case: dict) -> None:
         torch.set_num_threads(case["threads"])
     torch.manual_seed(0)
     load_before = os.getloadavg()[0]
+    fingerprint = code_fingerprint()
     t0 = time.perf_counter()
     result = run_set_image(case) if case["kind"] == "set_image" else run_predict(case)
+    result["code_fingerprint"] = fingerprint
     result["case_wall_s"] = time.perf_counter() - t0
     result["loadavg_1m"] = [load_before, os.getloadavg()[0]]
     print(RESULT_MARK + json.dumps(result), flush=True)
@@ -352,10 +366,15 @@ def plan(args: argparse.Namespace) -> list[dict]:
                             "tuned": False,
                         }
                     )
-    if args.env_tuned:
-        for case in list(cases):
-            if case["precision"] == "fp32":  # bf16 is compute-bound (emulated) without AMX
-                cases.append({**case, "tuned": True, "points": False})
+    if args.env_tuned:  # each tuned run right after its plain pair, so load drifts hit both
+        ordered = []
+        for i, case in enumerate(cases):
+            ordered.append(case)
+            last_of_pair = i + 1 == len(cases) or not cases[i + 1]["baseline"]
+            if last_of_pair and case["precision"] == "fp32":  # bf16: compute-bound, emulated
+                pair = [c for c in cases[: i + 1] if _same_setting(c, case)]
+                ordered += [{**c, "tuned": True, "points": False} for c in pair]
+        cases = ordered
     if not args.no_predict:
         for image in ("em_512x512", "nuclei_1040x1388"):
             for baseline in baselines:
@@ -377,6 +396,10 @@ def plan(args: argparse.Namespace) -> list[dict]:
     if args.only:
         cases = [c for c in cases if re.search(args.only, c["id"])]
     return cases
+
+
+def _same_setting(a: dict, b: dict) -> bool:
+    return all(a.get(k) == b.get(k) for k in ("kind", "model", "precision", "image"))
 
 
 def case_id(case: dict) -> str:
@@ -450,6 +473,9 @@ def agreement(cases: list[dict], results: dict, workdir: Path) -> list[dict]:
                 union = (m32 | m16).sum((-2, -1))
                 iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)  # (points, 3)
                 row["bf16_mask_iou"] = iou.tolist()
+                best = s32.argmax(-1)  # the mask a user would take: fp32's top score
+                row["bf16_top_mask_iou"] = iou[np.arange(len(best)), best].tolist()
+                row["bf16_top_choice_same"] = float((s16.argmax(-1) == best).mean())
                 row["bf16_max_score_diff"] = float(np.abs(s32 - s16).max())
             emb_base = saved(f"set_image/{arch}/fp32/{image}/baseline", ".emb.npy")
             if emb_base is not None:
@@ -490,10 +516,20 @@ def render(report: dict) -> str:
         f"{m['date']}; load average at start {m['loadavg_start'][0]:.1f}.",
         "",
     ]
-    if m["loadavg_start"][0] > 0.5 * (m["cpus"] or 1):
+    loads = [r["loadavg_1m"][0] for r in results.values() if "loadavg_1m" in r]
+    loads.append(m["loadavg_start"][0])
+    if max(loads) > 0.5 * (m["cpus"] or 1):
         out += [
-            "> The machine was busy (load average above half the CPUs): timings are inflated "
-            "and noisy; compare ours vs baseline from the same run only.",
+            f"> The machine was busy (1-min load average up to {max(loads):.1f} on {m['cpus']} "
+            "CPUs, shown per case): timings are inflated and noisy. Compare ours vs baseline "
+            "from the same run and similar load only.",
+            "",
+        ]
+    prints = {r["code_fingerprint"] for r in results.values() if "code_fingerprint" in r}
+    if len(prints) > 1:
+        out += [
+            f"> core/ changed during the run ({len(prints)} versions of the sources): cases "
+            "measured different code. Re-run when nobody is editing core/.",
             "",
         ]
 
@@ -506,8 +542,9 @@ def render(report: dict) -> str:
         "### set_image (encoder + preprocessing), seconds",
         "",
         "| model | precision | image | ours median (min) | ours CPU s | runs | baseline median "
-        "| speed-up | peak RSS ours / baseline MiB | with GLIBC_TUNABLES ours / baseline |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| speed-up | peak RSS ours / baseline MiB | with GLIBC_TUNABLES ours / baseline "
+        "| load ours / baseline |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for case in report["cases"]:
         if case["kind"] != "set_image" or case["baseline"] or case["tuned"]:
@@ -534,7 +571,8 @@ def render(report: dict) -> str:
             f"| {case['model']} | {case['precision']} | {case['image']} | "
             f"{t['median_s']:.2f} ({t['min_s']:.2f}) | {t['cpu_median_s']:.2f} | {runs} | "
             f"{_f(base and base['timing']['median_s'])} | {_f(speed, '{:.2f}×')} | {rss} | "
-            f"{tuned_s} |"
+            f"{tuned_s} | {_f(ours['loadavg_1m'][0], '{:.1f}')} / "
+            f"{_f(base and base['loadavg_1m'][0], '{:.1f}')} |"
         )
     out += [""]
 
@@ -544,13 +582,16 @@ def render(report: dict) -> str:
             "### Agreement",
             "",
             "| model | image | bf16 vs fp32 embedding cosine | bf16 vs fp32 mask IoU "
-            "mean / min (points × 3 masks) | max abs score diff bf16 | ours vs baseline max abs "
-            "diff (allclose) | ours fp32 vs official reference: max abs diff, cosine |",
-            "| --- | --- | --- | --- | --- | --- | --- |",
+            "mean / min (points × 3 masks) | same, top-score mask only: mean / min | max abs "
+            "score diff bf16 | ours vs baseline max abs diff (allclose) | ours fp32 vs official "
+            "reference: max abs diff, cosine |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for row in report["agreement"]:
             iou = np.array(row.get("bf16_mask_iou", []))
             iou_s = f"{iou.mean():.4f} / {iou.min():.4f} ({iou.shape[0]} × 3)" if iou.size else "—"
+            top = np.array(row.get("bf16_top_mask_iou", []))
+            top_s = f"{top.mean():.4f} / {top.min():.4f}" if top.size else "—"
             base = "—"
             if "baseline_max_abs_diff" in row:
                 same = "yes" if row["baseline_allclose"] else "NO"
@@ -562,7 +603,8 @@ def render(report: dict) -> str:
             )
             out.append(
                 f"| {row['model']} | {row['image']} | {_f(row.get('bf16_cosine'), '{:.6f}')} | "
-                f"{iou_s} | {_f(row.get('bf16_max_score_diff'), '{:.4f}')} | {base} | {off} |"
+                f"{iou_s} | {top_s} | {_f(row.get('bf16_max_score_diff'), '{:.4f}')} | {base} "
+                f"| {off} |"
             )
         out += [""]
 
@@ -704,6 +746,7 @@ def main() -> None:
     parser.add_argument("--only", help="regex: run only cases whose id matches")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per case")
     parser.add_argument("--out", type=Path, help="JSON path (default results/<cpu>-<date>.json)")
+    parser.add_argument("--workdir", type=Path, help="keep embeddings/masks here (default: tmp)")
     parser.add_argument("--render", type=Path, help="print the table of an earlier JSON, exit")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -720,7 +763,8 @@ def main() -> None:
     results: dict = {}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="samscope-bench-") as tmp:
-        workdir = Path(tmp)
+        workdir = args.workdir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
         for i, case in enumerate(cases, 1):
             t0 = time.perf_counter()
             print(f"[{i}/{len(cases)}] {case['id']} ...", end=" ", file=sys.stderr, flush=True)

@@ -11,6 +11,7 @@ from .embedding import ImageEmbedding
 from .errors import (
     CheckpointError,
     DownloadError,
+    EmbeddingError,
     ImageError,
     NotReadyError,
     PromptError,
@@ -29,6 +30,7 @@ __all__ = [
     "DEFAULT_MODEL",
     "CheckpointError",
     "DownloadError",
+    "EmbeddingError",
     "ImageEmbedding",
     "ImageError",
     "ImageGeometry",

@@ -416,6 +416,8 @@ def resolve_checkpoint(name_or_path: str | os.PathLike[str]) -> tuple[str | None
     path = Path(text).expanduser()
     if path.is_file():
         return None, path.resolve()
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not a checkpoint file")
     try:
         spec = get_spec(text)
     except UnknownModelError as exc:

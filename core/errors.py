@@ -35,5 +35,9 @@ class PromptError(SamscopeError, ValueError):
     """Prompts that don't fit the image: outside it, wrong shapes, inverted boxes."""
 
 
+class EmbeddingError(SamscopeError, ValueError):
+    """An image embedding that doesn't belong to this model or is damaged."""
+
+
 class NotReadyError(SamscopeError, RuntimeError):
     """An operation that needs state the caller has not set yet (predict before set_image)."""

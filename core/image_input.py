@@ -181,7 +181,7 @@ def _normalize(array: np.ndarray, normalization: Normalization) -> np.ndarray:
             )
         return values
     if normalization in ("auto", "percentile"):
-        lo, hi = np.percentile(values, PERCENTILES)
+        lo, hi = (float(v) for v in np.percentile(values, PERCENTILES))  # keep float32 math
         if hi <= lo:  # nearly constant: fall back to the full range
             lo, hi = float(values.min()), float(values.max())
     elif normalization == "minmax":

@@ -17,7 +17,7 @@ import torch
 
 from .device import Precision, autocast, check_precision, resolve_device
 from .embedding import ImageEmbedding
-from .errors import NotReadyError
+from .errors import EmbeddingError, NotReadyError
 from .image_input import Normalization, prepare_image
 from .mask_upsampling import upsample_logits
 from .modeling.sam import SamModel
@@ -81,7 +81,7 @@ class Predictor:
     def set_embedding(self, embedding: ImageEmbedding) -> None:
         """Make a stored embedding (from `set_image`/`compute_embedding`, or a cache) current."""
         if embedding.model_name != self.model_name:
-            raise ValueError(
+            raise EmbeddingError(
                 f"embedding was computed by model {embedding.model_name!r}, "
                 f"not by this predictor's {self.model_name!r}"
             )

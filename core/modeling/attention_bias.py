@@ -45,7 +45,7 @@ def decomposed_rel_pos_bias(
     Returns (B, heads, R*W, H*W) for the R rows, keys in row-major (y, x) order, written into
     `out` (contiguous, reused across calls to avoid large fresh allocations) when given.
     """
-    b, n_heads, h, w, c = q_grid.shape
+    b, n_heads, h, w, _ = q_grid.shape
     q_rows = q_grid[:, :, rows]
     r = q_rows.shape[2]
     bias_h = torch.einsum("bnyxc,ykc->bnyxk", q_rows, table_h[rows])  # (B, heads, R, W, kH)

@@ -36,7 +36,11 @@ class ProjectedAttention(nn.Module):
 
         Any of them may have batch 1 and is then shared by all B (projected once).
         """
-        q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
+        q, k, v = (
+            self._heads(self.q_proj(q)),
+            self._heads(self.k_proj(k)),
+            self._heads(self.v_proj(v)),
+        )
         b = max(q.shape[0], k.shape[0], v.shape[0])
         q, k, v = (t.expand(b, -1, -1, -1) if t.shape[0] != b else t for t in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v)

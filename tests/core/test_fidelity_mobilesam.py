@@ -20,7 +20,9 @@ pytestmark = pytest.mark.slow
 
 FP32_MIN_MEAN_IOU, FP32_MAX_SCORE_DIFF = 0.995, 0.01
 BF16_MIN_MEAN_IOU, BF16_MAX_SCORE_DIFF = 0.98, 0.05
-EMBEDDING_ATOL, EMBEDDING_RTOL = 2e-3, 2e-3  # the reference is stored in float16
+# The reference is stored in float16 (half an ulp is 2.4e-4 for |x| < 1, its values stay
+# below ~0.7); measured max|diff| 2.45e-4, i.e. just the float16 rounding.
+EMBEDDING_ATOL, EMBEDDING_RTOL = 1e-3, 1e-3
 # bf16 is emulated (slow) on CPUs without AVX512-BF16/AMX: 5 nuclei of the first fluorescence
 # image and the object of the first COCO image (each COCO image has one).
 BF16_PROMPTS_PER_IMAGE = 5

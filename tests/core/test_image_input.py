@@ -151,11 +151,6 @@ def test_percentile_normalisation(dtype) -> None:
     assert (np.diff(flat_out[order]) >= 0).all()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: _normalize subtracts NumPy float64 percentiles from a float32 array, "
-    "which NumPy 2 promotes to float64 (the docstring promises float32)",
-)
 def test_normalised_image_is_float32() -> None:
     image = RNG.integers(0, 4096, (H, W), dtype=np.uint16)
     assert as_rgb_uint8_or_float(image).dtype == np.float32

@@ -9,7 +9,6 @@ model must fall far below it (so the floor really measures segmentation quality)
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -76,12 +75,8 @@ def _mean_iou(predict, dataset) -> tuple[float, int]:
 
 
 def test_one_click_per_nucleus_segments_it(vit_t_cached, dataset) -> None:
-    start = time.perf_counter()
-    mean_iou, count = _mean_iou(vit_t_cached.predict, dataset)
-    print(
-        f"\nvit_t: mean IoU {mean_iou:.4f} over {count} nuclei in {len(dataset)} images "
-        f"({time.perf_counter() - start:.1f} s)"
-    )
+    mean_iou, count = _mean_iou(vit_t_cached.predict, dataset)  # may reuse fidelity's work
+    print(f"\nvit_t: mean IoU {mean_iou:.4f} over {count} nuclei in {len(dataset)} images")
     assert count > 0
     assert mean_iou >= MIN_MEAN_IOU
 
