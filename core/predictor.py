@@ -21,6 +21,7 @@ from .errors import EmbeddingError, NotReadyError
 from .image_input import Normalization, prepare_image
 from .mask_upsampling import upsample_logits
 from .modeling.sam import SamModel
+from .modeling.two_way_transformer import SharedImageSide
 from .prompts import PromptBatch, build_prompts
 
 # Prompts decoded per forward pass in batched calls; bounds memory (~12 MB per prompt).
@@ -44,6 +45,8 @@ class Predictor:
         self.model = model.to(self.device).eval()
         self._embedding: ImageEmbedding | None = None
         self._dense_pe: torch.Tensor | None = None
+        # Decoder work shared by all mask-free prompts on the current image (and its precision).
+        self._shared: tuple[ImageEmbedding, str, SharedImageSide] | None = None
 
     # ----------------------------------------------------------------------------- image side
     @property
@@ -89,6 +92,7 @@ class Predictor:
 
     def reset_image(self) -> None:
         self._embedding = None
+        self._shared = None
 
     @property
     def embedding(self) -> ImageEmbedding:
@@ -158,10 +162,28 @@ class Predictor:
         masks = None if prompts.mask_logits is None else prompts.mask_logits.to(dev)
         with autocast(dev, self.precision):
             sparse, dense = self.model.prompt_encoder(points, boxes, masks)
+            shared = self._shared_image_side(features, dense) if masks is None else None
             logits, scores = self.model.mask_decoder(
-                features, self._positional_encoding(), sparse, dense, multimask
+                features, self._positional_encoding(), sparse, dense, multimask, shared
             )
         return logits.float(), scores.float()
+
+    def _shared_image_side(
+        self, features: torch.Tensor, no_mask_dense: torch.Tensor
+    ) -> SharedImageSide:
+        """Layer-0 image-side projections for the current image, computed on first use."""
+        current = self.embedding
+        if (
+            self._shared is None
+            or self._shared[0] is not current
+            or self._shared[1] != self.precision
+            or self.model.training
+        ):
+            shared = self.model.mask_decoder.share_image_side(
+                features, self._positional_encoding(), no_mask_dense
+            )
+            self._shared = (current, self.precision, shared)
+        return self._shared[2]
 
     def _positional_encoding(self) -> torch.Tensor:
         if self._dense_pe is None or self._dense_pe.device != self.device:

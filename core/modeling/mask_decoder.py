@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .common import MLP, LayerNorm2d
-from .two_way_transformer import TwoWayTransformer
+from .two_way_transformer import SharedImageSide, TwoWayTransformer
 
 
 class MaskDecoder(nn.Module):
@@ -51,16 +51,21 @@ class MaskDecoder(nn.Module):
         sparse_prompts: torch.Tensor,
         dense_prompts: torch.Tensor,
         multimask: bool,
+        shared: SharedImageSide | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Predict masks for B prompts on one image.
 
         image_embedding: (1, C, 64, 64) or (B, C, 64, 64); image_pe: (1, C, 64, 64)
         sparse_prompts: (B, T, C); dense_prompts: (B, C, 64, 64), or (1, C, 64, 64) when no
             prompt has a mask input (then the image side is shared by the whole batch)
+        shared: from `share_image_side` for this image and the "no mask" dense prompt; only
+            valid when `dense_prompts` is that (1, C, 64, 64) embedding.
         Returns low-res mask logits (B, M, 256, 256) and predicted IoU (B, M), with M = 3 if
         `multimask` else 1.
         """
-        logits, iou = self.predict_all(image_embedding, image_pe, sparse_prompts, dense_prompts)
+        logits, iou = self.predict_all(
+            image_embedding, image_pe, sparse_prompts, dense_prompts, shared
+        )
         selected = slice(1, None) if multimask else slice(0, 1)
         return logits[:, selected], iou[:, selected]
 
@@ -70,6 +75,7 @@ class MaskDecoder(nn.Module):
         image_pe: torch.Tensor,
         sparse_prompts: torch.Tensor,
         dense_prompts: torch.Tensor,
+        shared: SharedImageSide | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """All four masks: (B, 4, 256, 256) logits and (B, 4) IoU; index 0 is the single mask."""
         batch = sparse_prompts.shape[0]
@@ -77,12 +83,12 @@ class MaskDecoder(nn.Module):
         output_tokens = output_tokens[None].expand(batch, -1, -1).to(sparse_prompts.dtype)
         tokens = torch.cat([output_tokens, sparse_prompts], dim=1)
 
-        image = image_embedding + dense_prompts
-        hidden_tokens, image_tokens = self.transformer(image, image_pe, tokens)
+        image = None if shared is not None else image_embedding + dense_prompts
+        hidden_tokens, image_tokens = self.transformer(image, image_pe, tokens, shared)
         iou_token_out = hidden_tokens[:, 0]
         mask_tokens_out = hidden_tokens[:, 1 : 1 + self.num_mask_tokens]
 
-        b, c, h, w = image_tokens.shape[0], *image.shape[1:]
+        b, c, h, w = image_tokens.shape[0], *image_embedding.shape[1:]
         upscaled = self.output_upscaling(image_tokens.transpose(1, 2).reshape(b, c, h, w))
         hyper = torch.stack(
             [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
@@ -91,6 +97,16 @@ class MaskDecoder(nn.Module):
         b, c8, uh, uw = upscaled.shape
         logits = (hyper @ upscaled.reshape(b, c8, uh * uw)).reshape(b, -1, uh, uw)
         return logits, self.iou_prediction_head(iou_token_out)
+
+    def share_image_side(
+        self, image_embedding: torch.Tensor, image_pe: torch.Tensor, no_mask_dense: torch.Tensor
+    ) -> SharedImageSide:
+        """Per-image decoder work shared by all prompts without a mask input.
+
+        image_embedding: (1, C, 64, 64); no_mask_dense: the prompt encoder's (1, C, 64, 64)
+        dense embedding for "no mask".
+        """
+        return self.transformer.share_image_side(image_embedding + no_mask_dense, image_pe)
 
 
 __all__ = ["MaskDecoder"]

@@ -8,9 +8,30 @@ every attention (the image PE to image keys, the original prompt tokens to token
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+
+class Projected(NamedTuple):
+    """An attention input already projected and split into heads: (B, heads, N, C/heads)."""
+
+    heads: torch.Tensor
+
+
+class SharedImageSide(NamedTuple):
+    """Layer-0 projections of the image side, the same for every prompt without a mask input.
+
+    Computing them once per image saves three of the decoder's eight (HW x C) projections per
+    prompt. key_t2i/value_t2i: token→image keys/values; query_i2t: image→token queries.
+    """
+
+    image: torch.Tensor  # (1, HW, C) image embedding plus the dense "no mask" embedding
+    key_t2i: Projected
+    value_t2i: Projected
+    query_i2t: Projected
 
 
 class ProjectedAttention(nn.Module):
@@ -31,16 +52,29 @@ class ProjectedAttention(nn.Module):
         b, n, c = x.shape
         return x.view(b, n, self.num_heads, c // self.num_heads).transpose(1, 2)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def project_q(self, x: torch.Tensor) -> Projected:
+        return Projected(self._heads(self.q_proj(x)))
+
+    def project_k(self, x: torch.Tensor) -> Projected:
+        return Projected(self._heads(self.k_proj(x)))
+
+    def project_v(self, x: torch.Tensor) -> Projected:
+        return Projected(self._heads(self.v_proj(x)))
+
+    def forward(
+        self,
+        q: torch.Tensor | Projected,
+        k: torch.Tensor | Projected,
+        v: torch.Tensor | Projected,
+    ) -> torch.Tensor:
         """q: (B, Nq, C), k and v: (B, Nk, C) → (B, Nq, C).
 
-        Any of them may have batch 1 and is then shared by all B (projected once).
+        Any of them may have batch 1 and is then shared by all B (projected once), and any may
+        come already projected (`Projected`, e.g. cached per image).
         """
-        q, k, v = (
-            self._heads(self.q_proj(q)),
-            self._heads(self.k_proj(k)),
-            self._heads(self.v_proj(v)),
-        )
+        q = q.heads if isinstance(q, Projected) else self.project_q(q).heads
+        k = k.heads if isinstance(k, Projected) else self.project_k(k).heads
+        v = v.heads if isinstance(v, Projected) else self.project_v(v).heads
         b = max(q.shape[0], k.shape[0], v.shape[0])
         q, k, v = (t.expand(b, -1, -1, -1) if t.shape[0] != b else t for t in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v)
@@ -83,6 +117,7 @@ class TwoWayBlock(nn.Module):
         image: torch.Tensor,
         token_pe: torch.Tensor,
         image_pe: torch.Tensor,
+        shared: SharedImageSide | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens: (B, T, C); image: (B|1, HW, C); token_pe: (B, T, C); image_pe: (1, HW, C).
 
@@ -97,13 +132,27 @@ class TwoWayBlock(nn.Module):
             tokens = tokens + self.self_attn(q, q, tokens)
         tokens = self.norm1(tokens)
 
-        image_keys = image + image_pe
-        tokens = tokens + self.cross_attn_token_to_image(tokens + token_pe, image_keys, image)
+        if shared is None:
+            image_keys = image + image_pe
+            key_t2i, value_t2i, query_i2t = image_keys, image, image_keys
+        else:
+            key_t2i, value_t2i, query_i2t = shared.key_t2i, shared.value_t2i, shared.query_i2t
+        tokens = tokens + self.cross_attn_token_to_image(tokens + token_pe, key_t2i, value_t2i)
         tokens = self.norm2(tokens)
         tokens = self.norm3(tokens + self.mlp(tokens))
 
-        image = image + self.cross_attn_image_to_token(image_keys, tokens + token_pe, tokens)
+        image = image + self.cross_attn_image_to_token(query_i2t, tokens + token_pe, tokens)
         return tokens, self.norm4(image)
+
+    def share_image_side(self, image: torch.Tensor, image_pe: torch.Tensor) -> SharedImageSide:
+        """Precompute this block's image-side projections for a (1, HW, C) image."""
+        image_keys = image + image_pe
+        return SharedImageSide(
+            image,
+            self.cross_attn_token_to_image.project_k(image_keys),
+            self.cross_attn_token_to_image.project_v(image),
+            self.cross_attn_image_to_token.project_q(image_keys),
+        )
 
 
 class TwoWayTransformer(nn.Module):
@@ -129,17 +178,31 @@ class TwoWayTransformer(nn.Module):
         )
         self.norm_final_attn = nn.LayerNorm(embedding_dim)
 
+    def share_image_side(self, image: torch.Tensor, image_pe: torch.Tensor) -> SharedImageSide:
+        """Layer-0 image-side projections of a (1, C, H, W) image, reusable for any prompts."""
+        return self.layers[0].share_image_side(
+            image.flatten(2).transpose(1, 2), image_pe.flatten(2).transpose(1, 2)
+        )
+
     def forward(
-        self, image: torch.Tensor, image_pe: torch.Tensor, tokens: torch.Tensor
+        self,
+        image: torch.Tensor | None,
+        image_pe: torch.Tensor,
+        tokens: torch.Tensor,
+        shared: SharedImageSide | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """image: (B|1, C, H, W); image_pe: (1, C, H, W); tokens: (B, T, C).
 
+        shared: `share_image_side(image, image_pe)` computed earlier for this same image (then
+            `image` itself is not needed and may be None).
         Returns the updated tokens (B, T, C) and image embedding (B, HW, C).
         """
-        image = image.flatten(2).transpose(1, 2)
+        image = shared.image if shared is not None else image.flatten(2).transpose(1, 2)
         image_pe = image_pe.flatten(2).transpose(1, 2)
         prompt_tokens = tokens
-        for layer in self.layers:
-            tokens, image = layer(tokens, image, prompt_tokens, image_pe)
+        for i, layer in enumerate(self.layers):
+            tokens, image = layer(
+                tokens, image, prompt_tokens, image_pe, shared if i == 0 else None
+            )
         attn = self.final_attn_token_to_image(tokens + prompt_tokens, image + image_pe, image)
         return self.norm_final_attn(tokens + attn), image
