@@ -7,11 +7,12 @@ from pathlib import Path
 
 import torch
 
-from .checkpoints import read_state_dict, resolve_checkpoint
+from .checkpoints import resolve_checkpoint
 from .device import resolve_device
 from .errors import CheckpointError
 from .modeling.sam import ARCHITECTURES, SamModel, build_sam
 from .registry import DEFAULT_MODEL, get_spec
+from .state_dicts import read_state_dict
 
 _LISTED_KEYS = 5
 

@@ -30,12 +30,12 @@ from sam_core.checkpoints import (
     cache_dir,
     cached_path,
     fetch_checkpoint,
-    read_state_dict,
     resolve_checkpoint,
     sha256_of,
 )
 from sam_core.errors import CheckpointError, DownloadError, UnknownModelError
 from sam_core.registry import Mirror, ModelSpec, get_spec
+from sam_core.state_dicts import read_state_dict
 
 # --------------------------------------------------------------------------- helpers
 
