@@ -173,21 +173,21 @@ _SPECS: dict[str, ModelSpec] = {
             "sam_vit_b_01ec64.pth",
             "ec2df62732614e57411cdcf32a23ffdf28910380d03139ee0f4fcbe91eb8c912",
             375_042_383,
-            "91M",
+            "93.7M",
         ),
         _sam_spec(
             "vit_l",
             "sam_vit_l_0b3195.pth",
             "3adcc4315b642a4d2101128f611684e8734c41232a17c648ed1693702a49a622",
             1_249_524_607,
-            "308M",
+            "312.3M",
         ),
         _sam_spec(
             "vit_h",
             "sam_vit_h_4b8939.pth",
             "a7bf3b02f3ebf1267aba913ff637d9a2d5c33d3173bb679e46d9f338c26f262e",
             2_564_550_879,
-            "636M",
+            "641.1M",
         ),
     )
 }
