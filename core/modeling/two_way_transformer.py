@@ -24,14 +24,15 @@ class Projected(NamedTuple):
 class SharedImageSide(NamedTuple):
     """Layer-0 projections of the image side, the same for every prompt without a mask input.
 
-    Computing them once per image saves three of the decoder's eight (HW x C) projections per
-    prompt. key_t2i/value_t2i: token→image keys/values; query_i2t: image→token queries.
+    Computing them once per image saves the token→image key and value projections of the
+    first layer for every prompt. key_t2i/value_t2i: those projections; image_keys: the image
+    plus its positional encoding (the image→token queries, folded per prompt).
     """
 
     image: torch.Tensor  # (1, HW, C) image embedding plus the dense "no mask" embedding
     key_t2i: Projected
     value_t2i: Projected
-    query_i2t: Projected
+    image_keys: torch.Tensor  # (1, HW, C)
 
 
 class ProjectedAttention(nn.Module):
@@ -70,8 +71,18 @@ class ProjectedAttention(nn.Module):
         """q: (B, Nq, C), k and v: (B, Nk, C) → (B, Nq, C).
 
         Any of them may have batch 1 and is then shared by all B (projected once), and any may
-        come already projected (`Projected`, e.g. cached per image).
+        come already projected (`Projected`, e.g. cached per image). When one side has only a
+        few tokens (heads x tokens < inner width: the prompt side of the cross-attentions),
+        the projections of the long side are folded into the short side (same result, fewer
+        FLOPs: see `_attend_few_queries` / `_attend_few_keys`).
         """
+        if not any(isinstance(t, Projected) for t in (q, k, v)):
+            n_q, n_k = q.shape[1], k.shape[1]
+            inner = self.q_proj.out_features
+            if self.num_heads * n_q < inner and n_k > n_q:
+                return self._attend_few_queries(q, k, v)
+            if self.num_heads * n_k < inner and n_q > n_k:
+                return self._attend_few_keys(q, k, v)
         q = q.heads if isinstance(q, Projected) else self.project_q(q).heads
         k = k.heads if isinstance(k, Projected) else self.project_k(k).heads
         v = v.heads if isinstance(v, Projected) else self.project_v(v).heads
@@ -80,6 +91,58 @@ class ProjectedAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v)
         nq = out.shape[2]
         return self.out_proj(out.transpose(1, 2).reshape(b, nq, -1))
+
+    def _attend_few_queries(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+    ) -> torch.Tensor:
+        """Few queries (T tokens) over many keys (N image positions), keys/values unprojected.
+
+        Per head h, q_h · (W_k,h x + b_k,h) = (W_k,h^T q_h) · x + const, and the constant
+        drops out of the softmax; softmax-weighted sums of W_v,h x + b_v,h equal W_v,h applied
+        to the weighted sum of x, plus b_v,h. So attention runs in the C-dim input space with
+        heads x T queries: 2·N·C·heads·T multiply-adds instead of the 2·N·C·inner of
+        projecting all N keys and values.
+        q: (B, T, C); k, v: (B|1, N, C) → (B, T, C).
+        """
+        b, t, c = q.shape
+        heads = self.num_heads
+        head_dim = self.q_proj.out_features // heads
+        q_heads = self.q_proj(q).view(b, t, heads, head_dim)
+        w_k = self.k_proj.weight.view(heads, head_dim, c)
+        q_input_space = torch.einsum("bthd,hdc->bhtc", q_heads, w_k).reshape(b, 1, heads * t, c)
+        keys, values = k[:, None], v[:, None]  # (B|1, 1, N, C): one "head" of heads*T queries
+        if keys.shape[0] != b:
+            keys, values = keys.expand(b, -1, -1, -1), values.expand(b, -1, -1, -1)
+        mixed = F.scaled_dot_product_attention(
+            q_input_space, keys, values, scale=head_dim**-0.5
+        ).view(b, heads, t, c)
+        w_v = self.v_proj.weight.view(heads, head_dim, c)
+        out = torch.einsum("bhtc,hdc->bthd", mixed, w_v).reshape(b, t, heads * head_dim)
+        return self.out_proj(out + self.v_proj.bias)
+
+    def _attend_few_keys(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Many queries (N image positions) over few keys (T tokens), queries unprojected.
+
+        Per head, (W_q,h y + b_q,h) · k_h = y · (W_q,h^T k_h) + b_q,h · k_h: the query
+        projection folds into the T keys (plus a per-key bias). The output projection folds
+        into the values: out = Σ_h P_h (W_o,h v_h) + b_o. Softmax over T keys is explicit (a
+        (B, N, heads, T) tensor), which avoids SDPA's per-head (N x C) outputs.
+        q: (B|1, N, C); k, v: (B, T, C) → (B, N, C).
+        """
+        b, t, c = k.shape
+        heads = self.num_heads
+        head_dim = self.q_proj.out_features // heads
+        k_heads = self.k_proj(k).view(b, t, heads, head_dim)
+        v_heads = self.v_proj(v).view(b, t, heads, head_dim)
+        w_q = self.q_proj.weight.view(heads, head_dim, c)
+        scale = head_dim**-0.5
+        keys = torch.einsum("bthd,hdc->bhtc", k_heads, w_q).reshape(b, heads * t, c) * scale
+        key_bias = torch.einsum("bthd,hd->bht", k_heads, self.q_proj.bias.view(heads, head_dim))
+        logits = q @ keys.transpose(1, 2) + key_bias.reshape(b, 1, heads * t) * scale
+        weights = torch.softmax(logits.view(*logits.shape[:2], heads, t), dim=-1)
+        w_o = self.out_proj.weight.view(-1, heads, head_dim)  # (C_out, heads, head_dim)
+        values = torch.einsum("bthd,ohd->bhto", v_heads, w_o).reshape(b, heads * t, -1)
+        return weights.reshape(*logits.shape) @ values + self.out_proj.bias
 
 
 class TokenMLP(nn.Module):
@@ -134,14 +197,14 @@ class TwoWayBlock(nn.Module):
 
         if shared is None:
             image_keys = image + image_pe
-            key_t2i, value_t2i, query_i2t = image_keys, image, image_keys
+            key_t2i, value_t2i = image_keys, image
         else:
-            key_t2i, value_t2i, query_i2t = shared.key_t2i, shared.value_t2i, shared.query_i2t
+            image_keys, key_t2i, value_t2i = shared.image_keys, shared.key_t2i, shared.value_t2i
         tokens = tokens + self.cross_attn_token_to_image(tokens + token_pe, key_t2i, value_t2i)
         tokens = self.norm2(tokens)
         tokens = self.norm3(tokens + self.mlp(tokens))
 
-        image = image + self.cross_attn_image_to_token(query_i2t, tokens + token_pe, tokens)
+        image = image + self.cross_attn_image_to_token(image_keys, tokens + token_pe, tokens)
         return tokens, self.norm4(image)
 
     def share_image_side(self, image: torch.Tensor, image_pe: torch.Tensor) -> SharedImageSide:
@@ -151,7 +214,7 @@ class TwoWayBlock(nn.Module):
             image,
             self.cross_attn_token_to_image.project_k(image_keys),
             self.cross_attn_token_to_image.project_v(image),
-            self.cross_attn_image_to_token.project_q(image_keys),
+            image_keys,
         )
 
 
