@@ -46,3 +46,27 @@ def test_batched_prompts_equal_one_at_a_time() -> None:
     for i in range(4):
         one_logits, _ = model.mask_decoder(embedding, pe, sparse[i : i + 1], dense, False)
         torch.testing.assert_close(one_logits[0], batch_logits[i], atol=1e-5, rtol=1e-5)
+
+
+@torch.inference_mode()
+def test_folded_cross_attention_equals_projected_attention() -> None:
+    """Few queries over many keys and many queries over few keys both fold their projections;
+    passing pre-projected inputs forces the plain per-head computation for comparison."""
+    from sam_core.modeling.two_way_transformer import ProjectedAttention
+
+    g = torch.Generator().manual_seed(2)
+    attention = ProjectedAttention(dim=256, num_heads=8, downsample=2).eval()
+    for p in attention.parameters():
+        p.data = torch.randn(p.shape, generator=g) * 0.1
+    tokens = torch.randn(3, 7, 256, generator=g)
+    image = torch.randn(1, 4096, 256, generator=g)
+
+    def plain(q, k, v):
+        return attention(attention.project_q(q), attention.project_k(k), attention.project_v(v))
+
+    torch.testing.assert_close(
+        attention(tokens, image, image), plain(tokens, image, image), atol=1e-4, rtol=1e-4
+    )
+    torch.testing.assert_close(
+        attention(image, tokens, tokens), plain(image, tokens, tokens), atol=1e-4, rtol=1e-4
+    )
