@@ -89,13 +89,17 @@ class MaskDecoder(nn.Module):
         mask_tokens_out = hidden_tokens[:, 1 : 1 + self.num_mask_tokens]
 
         b, c, h, w = image_tokens.shape[0], *image_embedding.shape[1:]
-        upscaled = self.output_upscaling(image_tokens.transpose(1, 2).reshape(b, c, h, w))
+        # (B, HW, C) tokens are a channels-last (B, C, H, W) grid already: no copy, and the
+        # transposed convolutions run channels-last without layout reorders.
+        grid = image_tokens.reshape(b, h, w, c).permute(0, 3, 1, 2)
+        upscaled = self.output_upscaling(grid)  # (B, C/8, 4H, 4W), channels-last
         hyper = torch.stack(
             [mlp(mask_tokens_out[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)],
             dim=1,
         )  # (B, 4, C/8)
         b, c8, uh, uw = upscaled.shape
-        logits = (hyper @ upscaled.reshape(b, c8, uh * uw)).reshape(b, -1, uh, uw)
+        pixels = upscaled.permute(0, 2, 3, 1).reshape(b, uh * uw, c8)  # free for channels-last
+        logits = (pixels @ hyper.transpose(1, 2)).transpose(1, 2).reshape(b, -1, uh, uw)
         return logits, self.iou_prediction_head(iou_token_out)
 
     def share_image_side(
