@@ -50,6 +50,6 @@ echo "torch==$TORCH_VERSION" >"$constraints"
 torch_args=()
 if [ -n "${TORCH_INDEX_URL:-}" ]; then torch_args=(--extra-index-url "$TORCH_INDEX_URL"); fi
 "${pip[@]}" install ${torch_args[@]+"${torch_args[@]}"} "torch==$TORCH_VERSION"
-"${pip[@]}" install -c "$constraints" -e ".[dev]"
+"${pip[@]}" install -c "$constraints" -e ".[all]"
 
 echo "setup: done. $("$VENV/bin/python" -c 'import sam_core, torch; print(f"sam_core {sam_core.__version__}, torch {torch.__version__}")')"

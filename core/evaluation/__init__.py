@@ -1,0 +1,1 @@
+"""Evaluation protocols of the paper (§7, appendix D)."""

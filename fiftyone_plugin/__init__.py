@@ -1,0 +1,1 @@
+"""samscope FiftyOne plugin."""

@@ -1,0 +1,1 @@
+"""samscope napari plugin: interactive and automatic Segment Anything."""
