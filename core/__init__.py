@@ -6,6 +6,7 @@ predictor.set_image(image)
 masks, scores, logits = predictor.predict(points=[[x, y]], labels=[1])
 """
 
+from .automatic import AutomaticMaskGenerator, MaskCandidates, masks_to_label_image
 from .checkpoints import cache_dir, fetch_checkpoint
 from .embedding import ImageEmbedding
 from .errors import (
@@ -28,12 +29,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_MODEL",
+    "AutomaticMaskGenerator",
     "CheckpointError",
     "DownloadError",
     "EmbeddingError",
     "ImageEmbedding",
     "ImageError",
     "ImageGeometry",
+    "MaskCandidates",
     "NotReadyError",
     "Predictor",
     "PromptError",
@@ -45,5 +48,6 @@ __all__ = [
     "fetch_checkpoint",
     "list_models",
     "load_model",
+    "masks_to_label_image",
     "prepare_image",
 ]
