@@ -1,0 +1,87 @@
+"""The plugin's operators. Each is thin: inputs, delegation, one call into the modules."""
+
+from __future__ import annotations
+
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from sam_core import ImageError, PromptError
+
+from .inference import get_predictor, prompted_detections, run_over_view
+from .operator_inputs import (
+    add_model_inputs,
+    add_run_inputs,
+    finish,
+    mask_dir_for,
+    progress_reporter,
+    wants_delegation,
+)
+from .prompts import check_prompt_field, prompts_from_label
+
+
+class PromptedMasks(foo.Operator):
+    """Masks for the boxes of a Detections field or the points of a Keypoints field."""
+
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="prompted_masks",
+            label="samscope: masks from boxes or points",
+            description="SAM masks for the prompts in a Detections (boxes) or Keypoints field",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        fields = ctx.dataset.get_field_schema(embedded_doc_type=None) if ctx.dataset else {}
+        names = [
+            name
+            for name, f in fields.items()
+            if getattr(f, "document_type", None) is not None
+            and f.document_type.__name__ in ("Detections", "Keypoints")
+        ]
+        choices = types.DropdownView()
+        for name in names:
+            choices.add_choice(name, label=name)
+        inputs.str(
+            "prompt_field", label="Prompt field (boxes or points)", view=choices, required=True
+        )
+        add_model_inputs(inputs)
+        add_run_inputs(ctx, inputs, default_field="sam_prompted")
+        return types.Property(inputs, view=types.View(label="samscope: prompted masks"))
+
+    def resolve_delegation(self, ctx):
+        return wants_delegation(ctx)
+
+    def execute(self, ctx):
+        view = ctx.target_view()
+        if len(view) == 0:
+            raise ImageError("the view is empty: there are no samples to segment")
+        prompt_field = ctx.params["prompt_field"]
+        label_field = ctx.params.get("label_field") or "sam_prompted"
+        if prompt_field == label_field:
+            raise PromptError("the output field must differ from the prompt field")
+        check_prompt_field(view, prompt_field)
+        predictor = get_predictor(ctx.params.get("model", "vit_t"), ctx.params.get("device", "cpu"))
+
+        def make_labels(sample, image):
+            height, width = image.shape[:2]
+            prompts = prompts_from_label(sample[prompt_field], width, height)
+            return prompted_detections(
+                predictor,
+                image,
+                prompts,
+                mask_dir=mask_dir_for(ctx, sample, label_field),
+                filepath=sample.filepath,
+            )
+
+        summary = run_over_view(
+            view,
+            label_field,
+            make_labels,
+            overwrite=bool(ctx.params.get("overwrite", False)),
+            progress=progress_reporter(ctx, "prompted masks"),
+        )
+        return finish(ctx, summary.as_dict(), label_field)

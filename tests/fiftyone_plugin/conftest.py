@@ -1,0 +1,47 @@
+"""FiftyOne test setup. The environment is set at import time, before anything imports
+fiftyone (its config is read on import): a private database folder, this repo's plugin folder,
+no analytics. Fixtures build one persistent dataset from real images in shared/data."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BASE = Path(
+    os.environ.get("FO_TEST_BASE") or Path(tempfile.gettempdir()) / f"samscope-fo-{os.getuid()}"
+)
+PLUGINS_DIR = BASE / "plugins"
+PLUGINS_DIR.mkdir(parents=True, exist_ok=True)
+_LINK = PLUGINS_DIR / "samscope-sam"
+if not _LINK.is_symlink() or _LINK.resolve() != (REPO / "fiftyone_plugin").resolve():
+    if _LINK.is_symlink() or _LINK.exists():
+        _LINK.unlink()
+    _LINK.symlink_to(REPO / "fiftyone_plugin", target_is_directory=True)
+
+os.environ["FIFTYONE_DATABASE_DIR"] = str(BASE / "db")
+os.environ["FIFTYONE_PLUGINS_DIR"] = str(PLUGINS_DIR)
+os.environ["FIFTYONE_DEFAULT_DATASET_DIR"] = str(BASE / "datasets")
+os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
+os.environ["FIFTYONE_SHOW_PROGRESS_BARS"] = "false"
+
+import fo_helpers  # noqa: E402  (after the environment is set)
+
+
+@pytest.fixture(scope="session")
+def fo_dataset(shared_dir, mobilesam_checkpoint):
+    """The persistent test dataset (rebuilt once per session)."""
+    return fo_helpers.build_dataset(shared_dir)
+
+
+@pytest.fixture(scope="session")
+def plugin_ready():
+    """The plugin is found in FIFTYONE_PLUGINS_DIR and its operators load."""
+    import fiftyone.plugins as fop
+
+    names = [p.name for p in fop.list_plugins()]
+    assert fo_helpers.PLUGIN in names, f"plugin not found in {PLUGINS_DIR}: {names}"
+    return fo_helpers.PLUGIN
