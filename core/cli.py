@@ -26,6 +26,7 @@ import numpy as np
 
 from . import __version__
 from .checkpoints import CACHE_ENV, OFFLINE_ENV, cache_dir, cached_path, fetch_checkpoint
+from .cli_evaluate import add_evaluate_command
 from .errors import SamscopeError, UnknownModelError
 from .image_input import ImageGeometry, as_rgb_uint8_or_float
 from .image_io import read_image, write_bytes, write_mask_png, write_png
@@ -454,6 +455,7 @@ COMMANDS: tuple[Callable[..., None], ...] = (
     add_models_command,
     add_predict_command,
     add_demo_command,
+    add_evaluate_command,
 )
 
 
