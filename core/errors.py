@@ -41,3 +41,7 @@ class EmbeddingError(SamscopeError, ValueError):
 
 class NotReadyError(SamscopeError, RuntimeError):
     """An operation that needs state the caller has not set yet (predict before set_image)."""
+
+
+class OutputError(SamscopeError, OSError):
+    """An output that can't be written: a read-only folder, two inputs with one output name."""
