@@ -1,0 +1,285 @@
+"""``samscope segment`` and ``samscope embed``: automatic masks and embedding caches in batch.
+
+    samscope segment images/ stack.tif --out masks --points-per-side 16 --format tif
+    samscope segment images/ --out masks --workers 4              # Dask LocalCluster
+    samscope segment images/ --out masks --scheduler tcp://head:8786
+    samscope embed images/ stack.tif --cache embeddings           # zarr stores, resumable
+
+The per-image work lives in `sam_core.batch` (and `sam_core.distributed` for Dask); this module
+only turns options into settings and reports. Files that fail are listed at the end and the
+exit code is 1; the others are written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import SamscopeError
+
+# `sam_core.cli` imports this module for its COMMANDS, so cli helpers are imported inside the
+# functions.
+
+# option name → (AutomaticMaskGenerator argument, type, default, help)
+AMG_OPTIONS = {
+    "--points-per-side": ("points_per_side", int, 32, "grid of N x N point prompts (default 32)"),
+    "--points-per-batch": ("points_per_batch", int, 64, "prompts per decoder pass (default 64)"),
+    "--pred-iou-thresh": ("pred_iou_thresh", float, 0.88, "predicted-IoU filter (0.88)"),
+    "--stability-score-thresh": ("stability_score_thresh", float, 0.95, "stability filter (0.95)"),
+    "--stability-score-offset": ("stability_score_offset", float, 1.0, "logit offset (1.0)"),
+    "--box-nms-thresh": ("box_nms_thresh", float, 0.7, "NMS IoU within a crop (0.7)"),
+    "--crop-n-layers": ("crop_n_layers", int, 0, "layers of zoomed crops (0)"),
+    "--crop-nms-thresh": ("crop_nms_thresh", float, 0.7, "NMS IoU across crops (0.7)"),
+    "--crop-overlap-ratio": ("crop_overlap_ratio", float, 512 / 1500, "crop overlap (0.34)"),
+    "--crop-n-points-downscale-factor": (
+        "crop_n_points_downscale_factor",
+        int,
+        1,
+        "grid shrink per crop layer (1)",
+    ),
+    "--min-mask-region-area": (
+        "min_mask_region_area",
+        int,
+        0,
+        "fill holes / drop islands below this many pixels (0 = off)",
+    ),
+}
+_FRACTIONS = ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crop_nms_thresh")
+
+
+class BatchUsageError(SamscopeError):
+    """A bad combination of `samscope segment` / `embed` options."""
+
+
+def _image_options(parser: argparse.ArgumentParser) -> None:
+    from .cli import _channels
+
+    group = parser.add_argument_group("image")
+    group.add_argument(
+        "--channel",
+        type=_channels,
+        metavar="C[,C,C]",
+        help="channel(s) of multi-channel images: one (gray) or three (RGB)",
+    )
+    group.add_argument(
+        "--normalization",
+        default="auto",
+        choices=("auto", "percentile", "minmax", "none"),
+        help="for non-uint8 images (default: 1st-99.8th percentile)",
+    )
+
+
+# -------------------------------------------------------------------------------- segment
+def add_segment_command(subparsers) -> None:
+    from .cli import _add_model_options
+
+    parser = subparsers.add_parser(
+        "segment",
+        help="automatic masks for image files, folders and TIFF stacks (resumable, Dask)",
+        description="Segment everything in each image with the automatic mask generator and "
+        "write one label file per image into --out, atomically: a rerun skips images that "
+        "are done. TIFF stacks give one label stack, each slice segmented on its own.",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (made if needed)")
+    parser.add_argument(
+        "--format",
+        choices=("tif", "png", "coco"),
+        default="tif",
+        help="tif: uint32 label TIFF (default); png: 16-bit label PNG; coco: JSON with RLE masks",
+    )
+    parser.add_argument("--overwrite", action="store_true", help="redo images already done")
+    parser.add_argument(
+        "--cache", type=Path, metavar="DIR", help="zarr embedding caches to reuse (samscope embed)"
+    )
+    amg = parser.add_argument_group("automatic mask generator (official names and defaults)")
+    for flag, (dest, kind, default, text) in AMG_OPTIONS.items():
+        amg.add_argument(flag, dest=dest, type=kind, default=default, help=text)
+    _image_options(parser)
+    scale = parser.add_argument_group("parallel (Dask distributed)").add_mutually_exclusive_group()
+    scale.add_argument(
+        "--workers", type=int, help="run on a local Dask cluster of N worker processes"
+    )
+    scale.add_argument("--scheduler", metavar="ADDRESS", help="run on the Dask cluster at ADDRESS")
+    _add_model_options(parser)
+    parser.set_defaults(run=run_segment)
+
+
+def _settings(args: argparse.Namespace):
+    from .batch import SegmentSettings
+
+    amg = {dest: getattr(args, dest) for dest, *_ in AMG_OPTIONS.values()}
+    if amg["points_per_side"] < 1 or amg["points_per_batch"] < 1:
+        raise BatchUsageError("--points-per-side and --points-per-batch must be at least 1")
+    for name in _FRACTIONS:
+        if not 0.0 <= amg[name] <= 1.0:
+            flag = "--" + name.replace("_", "-")
+            raise BatchUsageError(f"{flag} must be between 0 and 1, got {amg[name]}")
+    if amg["crop_n_layers"] < 0 or amg["min_mask_region_area"] < 0:
+        raise BatchUsageError("--crop-n-layers and --min-mask-region-area can't be negative")
+    model = args.model
+    if Path(model).expanduser().is_file():
+        model = str(Path(model).expanduser().resolve())  # workers may run elsewhere
+    channels = tuple(args.channel) if isinstance(args.channel, list) else args.channel
+    return SegmentSettings(
+        model=model,
+        device=args.device,
+        precision=args.precision,
+        format=args.format,
+        channels=channels,
+        normalization=args.normalization,
+        amg=amg,
+        cache_dir=None if args.cache is None else str(args.cache.expanduser().resolve()),
+        overwrite=args.overwrite,
+    )
+
+
+def run_segment(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .batch import is_done, list_inputs, plan_jobs, run_job
+    from .cli import _load_predictor, _say
+
+    settings = _settings(args)
+    if args.workers is not None and args.workers < 1:
+        raise BatchUsageError(f"--workers must be at least 1, got {args.workers}")
+    jobs = plan_jobs(list_inputs(args.inputs), args.out, settings.format)
+    pending = [job for job in jobs if settings.overwrite or not is_done(job)]
+    skipped = len(jobs) - len(pending)
+    _say(
+        f"segment  {len(jobs)} input(s) -> {args.out}/ ({settings.format}); "
+        f"{skipped} already done, {len(pending)} to do"
+    )
+    results = []
+    if pending:
+        bar = tqdm(total=len(pending), unit="image", file=sys.stderr, disable=args.quiet)
+        try:
+            if args.workers is not None or args.scheduler is not None:
+                results = _run_distributed(args, pending, settings, bar)
+            else:
+                predictor, _ = _load_predictor(args)
+                for job in pending:
+                    bar.set_postfix_str(job.input.name)
+                    results.append(run_job(job, settings, predictor))
+                    bar.update()
+        finally:
+            bar.close()
+    failed = [r for r in results if r.status == "failed"]
+    for result in failed:
+        _say(f"failed   {result.input}: {result.message}")
+    written = sum(r.status == "done" for r in results)
+    objects = sum(r.n_objects for r in results)
+    _say(
+        f"done     {written} written ({objects} objects), {skipped} skipped (already done), "
+        f"{len(failed)} failed"
+    )
+    return 1 if failed else 0
+
+
+def _run_distributed(args, pending, settings, bar):
+    from .checkpoints import fetch_checkpoint
+    from .distributed import run_jobs
+    from .registry import get_spec
+
+    if args.workers is not None and not Path(settings.model).is_file():
+        fetch_checkpoint(get_spec(settings.model).name, progress=not args.quiet)  # once, here
+
+    def advance(result) -> None:
+        bar.set_postfix_str(Path(result.input).name)
+        bar.update()
+
+    return run_jobs(pending, settings, args.workers, args.scheduler, progress=advance)
+
+
+# ---------------------------------------------------------------------------------- embed
+def add_embed_command(subparsers) -> None:
+    from .cli import _add_model_options
+
+    parser = subparsers.add_parser(
+        "embed",
+        help="precompute zarr embedding caches for images and stacks (resumable)",
+        description="Compute image embeddings into one zarr store per input, "
+        "<cache>/<stem>.zarr. Stacks get one entry per slice, written as computed, so an "
+        "interrupted run resumes. Images larger than --max-side pixels are tiled.",
+    )
+    parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    parser.add_argument("--cache", type=Path, required=True, help="folder of the zarr stores")
+    parser.add_argument(
+        "--tile", metavar="H,W", help="always tile, with inner tiles of H x W pixels"
+    )
+    parser.add_argument("--halo", metavar="H,W", default="256,256", help="halo (256,256)")
+    parser.add_argument(
+        "--max-side", type=int, default=2048, help="tile images larger than this (2048)"
+    )
+    _image_options(parser)
+    _add_model_options(parser)
+    parser.set_defaults(run=run_embed)
+
+
+def _pair(text: str | None, flag: str) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 2 or min(values) < 0:
+        raise BatchUsageError(f"{flag} takes H,W (two non-negative integers), got {text!r}")
+    return values
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .batch import check_output_dir, is_stack, list_inputs
+    from .cli import _load_predictor, _say
+    from .embedding_cache import EmbeddingCache
+    from .image_io import read_image
+
+    tile, halo = _pair(args.tile, "--tile"), _pair(args.halo, "--halo")
+    inputs = list_inputs(args.inputs)
+    stores = {}
+    for path in inputs:
+        store = args.cache / f"{path.stem}.zarr"
+        if store in stores:
+            raise BatchUsageError(f"{stores[store]} and {path} would share the cache {store}")
+        stores[store] = path
+    check_output_dir(args.cache)
+    predictor, _ = _load_predictor(args)
+    failed = []
+    for store, path in stores.items():
+        bar = tqdm(desc=path.name, unit="tile", file=sys.stderr, disable=args.quiet, leave=False)
+
+        def progress(done: int, total: int, bar=bar) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        try:
+            image = read_image(path)
+            cache = EmbeddingCache(
+                store,
+                predictor,
+                tile,
+                halo,
+                channels=args.channel,
+                normalization=args.normalization,
+                max_side=args.max_side,
+            )
+            if is_stack(image):
+                computed = cache.compute_all(image, progress)
+                what = f"stack of {image.shape[0]}, {computed} tile embedding(s) computed"
+            else:
+                cache.embedding(image, progress)
+                what = "image"
+            for note in cache.repairs:
+                _say(f"repaired {note}")
+            _say(f"cached   {path} ({what}) -> {store}")
+        except (SamscopeError, OSError, ValueError) as exc:
+            failed.append(path)
+            _say(f"failed   {path}: {type(exc).__name__}: {exc}")
+        finally:
+            bar.close()
+    _say(f"done     {len(stores) - len(failed)} cached, {len(failed)} failed")
+    return 1 if failed else 0
