@@ -1,0 +1,639 @@
+"""The "Segment Anything" dock widget: click, preview, commit; propagate through stacks.
+
+Keys (on the viewer and on the prompt layers): S segment now, C commit, T toggle the label
+of new points, N next candidate mask, X clear prompts, U undo the last commit.
+Model work runs in worker threads (`jobs`); the GUI thread only snapshots prompts and
+draws results. Logic without a viewer lives in `annotation`, `prompts`, `image_source`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import napari
+import numpy as np
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from sam_core import DEFAULT_MODEL, list_models
+from sam_core.errors import SamscopeError
+from sam_core.propagation import iter_propagation
+
+from . import jobs
+from .annotation import UndoStack, commit_object, undo_commit
+from .embedding_store import SHARED_STORE, plane_digest
+from .image_source import ImageLayout, image_plane, layout_of
+from .models import get_predictor, predictor_lock
+from .prompts import SlicePrompts, slice_prompts
+
+POINTS, BOXES, PREVIEW, NEW_LABELS = "SAM points", "SAM boxes", "SAM preview", "SAM objects"
+POSITIVE, NEGATIVE = "limegreen", "red"
+
+
+@dataclass
+class Candidates:
+    """The model's answer for the current prompts on one slice.
+
+    masks: (M, H, W) bool; scores: (M,); logits: (M, 256, 256); choice: shown mask index."""
+
+    z: int | None
+    masks: np.ndarray
+    scores: np.ndarray
+    logits: np.ndarray
+    choice: int
+
+
+class AnnotatorWidget(QWidget):
+    """Interactive annotator; construct with the viewer (npe2 passes `napari_viewer`)."""
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.store = SHARED_STORE
+        self.undo_stack = UndoStack()
+        self.positive_mode = True
+        self.candidates: Candidates | None = None
+        self.object_masks: dict[int | None, np.ndarray] = {}  # what C commits
+        self._generation = 0  # bumps on every prompt change; stale results are dropped
+        self._shown_generation = -1
+        self._preview_worker = None
+        self._preview_pending = False
+        self._commit_pending = False
+        self._long_worker = None
+        self._alive = True
+        self._helpers: dict[str, object] = {}
+        self._watched: set[int] = set()
+        self._keyed_image: object | None = None
+        self._build_ui()
+        self._bind_keys(self.viewer)
+        self.viewer.layers.events.inserted.connect(self._refresh_layer_choices)
+        self.viewer.layers.events.removed.connect(self._on_layer_removed)
+        self.destroyed.connect(self._on_destroyed)
+        self._refresh_layer_choices()
+
+    # ------------------------------------------------------------------------------ UI
+    def _build_ui(self) -> None:
+        form = QFormLayout()
+        self.image_combo = QComboBox()
+        self.image_combo.currentTextChanged.connect(self._on_image_changed)
+        self.model_combo = QComboBox()
+        self.model_combo.setEditable(True)  # a checkpoint path may be typed in
+        self.model_combo.addItems([m.name for m in list_models()])
+        self.model_combo.setCurrentText(DEFAULT_MODEL)
+        self.channel_spin = QSpinBox()
+        self.channel_spin.setRange(-1, 63)
+        self.channel_spin.setSpecialValueText("auto")
+        self.channel_spin.setValue(-1)
+        self.channel_spin.valueChanged.connect(lambda _: self._on_image_changed())
+        self.labels_combo = QComboBox()
+        self.overwrite_check = QCheckBox("overwrite existing objects")
+        self.min_iou_spin = QDoubleSpinBox()
+        self.min_iou_spin.setRange(0.0, 1.0)
+        self.min_iou_spin.setSingleStep(0.05)
+        self.min_iou_spin.setValue(0.5)
+        self.max_slices_spin = QSpinBox()
+        self.max_slices_spin.setRange(0, 10000)
+        self.max_slices_spin.setSpecialValueText("all")
+        form.addRow("image", self.image_combo)
+        form.addRow("model", self.model_combo)
+        form.addRow("channel", self.channel_spin)
+        form.addRow("target labels", self.labels_combo)
+        form.addRow(self.overwrite_check)
+        form.addRow("propagation min IoU", self.min_iou_spin)
+        form.addRow("propagation max slices", self.max_slices_spin)
+
+        buttons = [
+            ("Compute embedding", self.compute_embedding),
+            ("Segment [S]", self.segment),
+            ("Next mask [N]", self.next_mask),
+            ("Commit [C]", self.commit),
+            ("Undo [U]", self.undo),
+            ("Clear [X]", self.clear_prompts),
+            ("Propagate", self.propagate),
+            ("Cancel", self.cancel),
+        ]
+        self.buttons: dict[str, QPushButton] = {}
+        rows = QVBoxLayout()
+        for i in range(0, len(buttons), 2):
+            row = QHBoxLayout()
+            for text, slot in buttons[i : i + 2]:
+                button = QPushButton(text)
+                button.clicked.connect(lambda _=False, s=slot: s())
+                row.addWidget(button)
+                self.buttons[text.split(" [")[0]] = button
+            rows.addLayout(row)
+        self.mode_label = QLabel()
+        self.mask_label = QLabel("no preview")
+        self.status_label = QLabel("pick an image and click on an object")
+        self.status_label.setWordWrap(True)
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(rows)
+        for widget in (self.mode_label, self.mask_label, self.progress, self.status_label):
+            layout.addWidget(widget)
+        layout.addStretch(1)
+        self._update_mode_label()
+
+    def _bind_keys(self, target: object, bind: bool = True) -> None:
+        """Bind (or unbind) S C T N X U on the viewer or on one layer: a layer's own keys
+        (e.g. the image layer's C = auto-contrast) win over the viewer's while it is active."""
+        keys = {
+            "s": self.segment,
+            "c": self.commit,
+            "t": self.toggle_point_label,
+            "n": self.next_mask,
+            "x": self.clear_prompts,
+            "u": self.undo,
+        }
+        for key, slot in keys.items():
+            if bind:
+                target.bind_key(key, lambda _owner, s=slot: s(), overwrite=True)
+            elif key in target.keymap:
+                target.bind_key(key, None)
+
+    def _set_status(self, text: str) -> None:
+        if self._alive:
+            self.status_label.setText(text)
+
+    def _busy(self, text: str, total: int = 0, done: int = 0) -> None:
+        self.progress.setVisible(True)
+        self.progress.setRange(0, total)
+        self.progress.setValue(done)
+        self._set_status(text)
+
+    def _idle(self, text: str | None = None) -> None:
+        self.progress.setVisible(False)
+        if text:
+            self._set_status(text)
+
+    # ------------------------------------------------------------------ layers and image
+    def _refresh_layer_choices(self, event: object = None) -> None:
+        if not self._alive:
+            return
+        images = [ly.name for ly in self.viewer.layers if isinstance(ly, napari.layers.Image)]
+        labels = [
+            ly.name
+            for ly in self.viewer.layers
+            if isinstance(ly, napari.layers.Labels) and ly.name != PREVIEW
+        ]
+        for combo, names, first in (
+            (self.image_combo, images, []),
+            (self.labels_combo, labels, [f"<new: {NEW_LABELS}>"]),
+        ):
+            current = combo.currentText()
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems(first + names)
+            if current in first + names:
+                combo.setCurrentText(current)
+            combo.blockSignals(False)
+        if self.image_combo.currentText() != getattr(self, "_image_name", None):
+            self._on_image_changed()
+
+    def image_layer(self) -> napari.layers.Image | None:
+        name = self.image_combo.currentText()
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None  # noqa: SIM401
+        return layer if isinstance(layer, napari.layers.Image) else None
+
+    @property
+    def channel(self) -> int | None:
+        return None if self.channel_spin.value() < 0 else self.channel_spin.value()
+
+    def image_layout(self) -> ImageLayout:
+        """Layout of the chosen image; raises ImageError/PromptError with a message."""
+        layer = self.image_layer()
+        if layer is None:
+            raise SamscopeError("no image layer: open or add an image first")
+        return layout_of(layer.data.shape, layer.rgb, self.channel)
+
+    def current_z(self) -> int | None:
+        layer = self.image_layer()
+        if layer is None or self.image_layout().n_slices is None:
+            return None
+        return int(self.viewer.dims.current_step[self.viewer.dims.ndim - layer.ndim])
+
+    def _on_image_changed(self, *_: object) -> None:
+        if not self._alive:
+            return
+        self._image_name = self.image_combo.currentText()
+        self._reset_object()
+        if self._keyed_image is not None:
+            self._bind_keys(self._keyed_image, bind=False)
+            self._keyed_image = None
+        layer = self.image_layer()
+        for name in (POINTS, BOXES, PREVIEW):
+            helper = self._helpers.pop(name, None)
+            if helper is not None and helper in self.viewer.layers:
+                self.viewer.layers.remove(helper)
+        if layer is None:
+            self._set_status("no image layer: open or add an image first")
+            return
+        try:
+            layout = self.image_layout()
+        except SamscopeError as exc:
+            show_error(str(exc))
+            self._set_status(str(exc))
+            return
+        if id(layer) not in self._watched:  # an edited image makes the preview stale
+            self._watched.add(id(layer))
+            layer.events.data.connect(self._on_image_data_changed)
+        ndim = len(layout.labels_shape)
+        self._helpers[PREVIEW] = self.viewer.add_labels(
+            np.zeros(layout.labels_shape, np.uint8), name=PREVIEW, opacity=0.6
+        )
+        boxes = self.viewer.add_shapes(
+            ndim=ndim, name=BOXES, edge_color="yellow", face_color="transparent", edge_width=2
+        )
+        points = self.viewer.add_points(
+            np.zeros((0, ndim)),
+            name=POINTS,
+            size=max(4, min(layout.spatial_hw) // 50),
+            features={"positive": np.zeros(0, dtype=bool)},
+        )
+        points.feature_defaults = {"positive": self.positive_mode}
+        points.current_face_color = POSITIVE if self.positive_mode else NEGATIVE
+        points.mode = "add"
+        self._helpers[BOXES], self._helpers[POINTS] = boxes, points
+        for helper in (points, boxes):
+            helper.events.data.connect(self._on_prompts_changed)
+            self._bind_keys(helper)
+        self._bind_keys(layer)
+        self._keyed_image = layer
+        self.viewer.layers.selection.active = points
+        self._set_status(f"image {layer.name!r}: click on an object (T toggles +/-)")
+
+    def _on_image_data_changed(self, event: object = None) -> None:
+        self._reset_object()  # embeddings are keyed by pixels: edited slices are re-embedded
+        self._set_status("image data changed: the preview was cleared")
+
+    def _on_layer_removed(self, event: object) -> None:
+        layer = getattr(event, "value", None)
+        for name, helper in list(self._helpers.items()):
+            if helper is layer:
+                del self._helpers[name]
+        self._refresh_layer_choices()
+
+    def _on_destroyed(self, *_: object) -> None:
+        self._alive = False
+        self.cancel()
+
+    def helper(self, name: str) -> object | None:
+        layer = self._helpers.get(name)
+        return layer if layer is not None and layer in self.viewer.layers else None
+
+    # --------------------------------------------------------------------------- prompts
+    def toggle_point_label(self) -> None:
+        """T: new points become negative (or positive again)."""
+        self.positive_mode = not self.positive_mode
+        points = self.helper(POINTS)
+        if points is not None:
+            points.feature_defaults = {"positive": self.positive_mode}
+        self._update_mode_label()
+
+    def _update_mode_label(self) -> None:
+        sign = "positive (+)" if self.positive_mode else "negative (−)"
+        self.mode_label.setText(f"new points: {sign}   [T toggles]")
+
+    def current_prompts(self) -> SlicePrompts:
+        points, boxes = self.helper(POINTS), self.helper(BOXES)
+        layout = self.image_layout()
+        return slice_prompts(
+            points.data if points is not None else np.zeros((0, 2)),
+            points.features["positive"].to_numpy() if points is not None else [],
+            []
+            if boxes is None
+            else [
+                d for d, t in zip(boxes.data, boxes.shape_type, strict=False) if t == "rectangle"
+            ],
+            self.current_z(),
+            layout.spatial_hw,
+        )
+
+    def _recolor_points(self) -> None:
+        points = self.helper(POINTS)
+        if points is None or len(points.data) == 0:
+            return
+        colors = np.where(points.features["positive"].to_numpy(dtype=bool), POSITIVE, NEGATIVE)
+        with points.events.data.blocker():
+            points.face_color = list(colors)
+
+    def _on_prompts_changed(self, event: object = None) -> None:
+        action = getattr(event, "action", None)
+        if action is not None and str(action).endswith("ING"):  # adding/removing: not yet
+            return
+        self._recolor_points()
+        self._generation += 1
+        self._request_preview()
+
+    def clear_prompts(self) -> None:
+        """X: remove all points and boxes and the preview."""
+        for name in (POINTS, BOXES):
+            layer = self.helper(name)
+            if layer is not None and len(layer.data):
+                layer.data = np.zeros((0, layer.ndim)) if name == POINTS else []
+        self._reset_object()
+        self._generation += 1
+
+    def _reset_object(self) -> None:
+        self.candidates = None
+        self.object_masks = {}
+        self._commit_pending = False
+        self._draw_object()
+
+    # ------------------------------------------------------------------------- model work
+    def _embedding_job_parts(self) -> tuple[str, object, bool, int | None]:
+        layer = self.image_layer()
+        return self.model_combo.currentText(), layer.data, layer.rgb, self.channel
+
+    def _embedding(self, model: str, data: object, rgb: bool, channel: int | None, z: int | None):
+        """In a worker: the embedding of slice z, computed once and kept in the store."""
+        plane = image_plane(data, rgb, z, channel)
+        key = (plane_digest(plane), channel, model)
+        embedding = self.store.get(key)
+        if embedding is None:
+            predictor = get_predictor(model)
+            with predictor_lock(model):
+                embedding = predictor.compute_embedding(plane)
+            self.store.put(key, embedding)
+        return embedding
+
+    def segment(self) -> None:
+        """S: compute the preview for the current prompts now."""
+        self._generation += 1
+        self._request_preview()
+
+    def _request_preview(self) -> None:
+        if not self._alive:
+            return
+        try:
+            prompts = self.current_prompts()
+        except SamscopeError as exc:
+            show_error(str(exc))
+            self._set_status(str(exc))
+            return
+        if prompts.empty:
+            self._reset_object()
+            return
+        if self._preview_worker is not None:
+            self._preview_pending = True  # latest wins: rerun when the running job ends
+            return
+        model, data, rgb, channel = self._embedding_job_parts()
+        z, generation = self.current_z(), self._generation
+        self._busy("segmenting (the first click on a slice computes its embedding)…")
+
+        def work() -> tuple[int, Candidates]:
+            embedding = self._embedding(model, data, rgb, channel, z)
+            predictor = get_predictor(model)
+            with predictor_lock(model):
+                predictor.set_embedding(embedding)
+                masks, scores, logits = predictor.predict(
+                    points=prompts.points_xy if len(prompts.points_xy) else None,
+                    labels=prompts.labels if len(prompts.points_xy) else None,
+                    box=prompts.box_xyxy,
+                    multimask=prompts.ambiguous,
+                )
+            return generation, Candidates(z, masks, scores, logits, int(np.argmax(scores)))
+
+        self._preview_worker = jobs.start_function_job(work, self._on_preview, "segmentation")
+
+    def _on_preview(self, result: object) -> None:
+        self._preview_worker = None
+        if not self._alive:
+            return
+        self._idle()
+        if self._preview_pending:
+            self._preview_pending = False
+            self._request_preview()
+            return
+        if not jobs.report(result):
+            self._commit_pending = False
+            return
+        generation, candidates = result
+        if generation != self._generation:
+            return
+        self.candidates = candidates
+        self._shown_generation = generation
+        self._show_choice()
+        self._set_status("preview ready: C commits, N shows the next mask, X clears")
+        if self._commit_pending:
+            self._commit_pending = False
+            self.commit()
+
+    def _show_choice(self) -> None:
+        c = self.candidates
+        self.object_masks = {c.z: c.masks[c.choice]}
+        parts = [f"{'▶' if i == c.choice else ' '}{i + 1}: {s:.2f}" for i, s in enumerate(c.scores)]
+        self.mask_label.setText("mask (predicted IoU)  " + "  ".join(parts) + "   [N next]")
+        self._draw_object()
+
+    def next_mask(self) -> None:
+        """N: show the next of the three candidate masks of an ambiguous click."""
+        if self.candidates is None or len(self.candidates.masks) < 2:
+            self._set_status("only one candidate mask (several prompts are not ambiguous)")
+            return
+        self.candidates.choice = (self.candidates.choice + 1) % len(self.candidates.masks)
+        self._show_choice()
+
+    def _draw_object(self) -> None:
+        preview = self.helper(PREVIEW)
+        if preview is None:
+            if not self.object_masks:
+                self.mask_label.setText("no preview")
+            return
+        data = np.zeros(preview.data.shape, np.uint8)
+        for z, mask in self.object_masks.items():
+            if z is None:
+                data[mask] = 1
+            else:
+                data[z][mask] = 1
+        preview.data = data
+        if not self.object_masks:
+            self.mask_label.setText("no preview")
+
+    # ----------------------------------------------------------------------- commit/undo
+    def target_labels(self) -> napari.layers.Labels:
+        layout = self.image_layout()
+        name = self.labels_combo.currentText()
+        if name in self.viewer.layers:
+            layer = self.viewer.layers[name]
+            if tuple(layer.data.shape) != layout.labels_shape:
+                raise SamscopeError(
+                    f"labels layer {name!r} has shape {tuple(layer.data.shape)} but the image "
+                    f"needs {layout.labels_shape}; choose another target or '<new: {NEW_LABELS}>'"
+                )
+            return layer
+        layer = self.viewer.add_labels(np.zeros(layout.labels_shape, np.uint32), name=NEW_LABELS)
+        self.labels_combo.setCurrentText(layer.name)
+        return layer
+
+    def commit(self) -> None:
+        """C: write the previewed object into the target labels as a new id."""
+        if self._preview_worker is not None or self._preview_pending:
+            self._commit_pending = True  # commit as soon as the preview is up to date
+            return
+        if not self.object_masks:
+            show_error("nothing to commit: add points or a box first")
+            return
+        try:
+            labels = self.target_labels()
+            record = commit_object(labels.data, self.object_masks, self.overwrite_check.isChecked())
+        except SamscopeError as exc:
+            show_error(str(exc))
+            return
+        self.undo_stack.push((labels, record))
+        labels.refresh()
+        self.clear_prompts()
+        if self.helper(POINTS) is not None:  # keep clicking: new labels layers become active
+            self.viewer.layers.selection.active = self.helper(POINTS)
+        self._set_status(
+            f"committed object {record.label_id} ({record.n_pixels} px) to {labels.name!r}"
+        )
+
+    def undo(self) -> None:
+        """U: take back the last commit."""
+        item = self.undo_stack.pop()
+        if item is None:
+            show_info("nothing to undo")
+            return
+        labels, record = item
+        if labels not in self.viewer.layers:
+            show_error(f"can't undo: the labels layer {labels.name!r} was removed")
+            return
+        undo_commit(labels.data, record)
+        labels.refresh()
+        self._set_status(f"undid object {record.label_id}")
+
+    # ---------------------------------------------------------------- long jobs (cancelable)
+    def compute_embedding(self, all_slices: bool = True) -> None:
+        """Embed the image (every slice of a stack) ahead of clicking, with progress."""
+        if self._long_worker is not None:
+            show_error("another computation is running; wait or press Cancel")
+            return
+        try:
+            layout = self.image_layout()
+            model, data, rgb, channel = self._embedding_job_parts()
+        except SamscopeError as exc:
+            show_error(str(exc))
+            return
+        zs = (
+            [None]
+            if layout.n_slices is None
+            else (list(range(layout.n_slices)) if all_slices else [self.current_z()])
+        )
+
+        def work():
+            for done, z in enumerate(zs, 1):
+                self._embedding(model, data, rgb, channel, z)
+                yield done, len(zs)
+            return len(zs)
+
+        self._busy("computing embeddings…", len(zs))
+        self._long_worker = jobs.start_generator_job(
+            work, self._on_progress, self._on_embeddings_done, "embedding"
+        )
+
+    def _on_progress(self, value: tuple[int, int]) -> None:
+        if self._alive:
+            self._busy(f"{value[0]} / {value[1]}", value[1], value[0])
+
+    def _on_embeddings_done(self, result: object) -> None:
+        self._long_worker = None
+        if self._alive:
+            self._idle(f"embeddings ready ({result} slices)" if jobs.report(result) else "stopped")
+
+    def propagate(self) -> None:
+        """Propagate the previewed object up and down the stack (result shown in preview)."""
+        if self._long_worker is not None:
+            show_error("another computation is running; wait or press Cancel")
+            return
+        try:
+            layout = self.image_layout()
+            model, data, rgb, channel = self._embedding_job_parts()
+        except SamscopeError as exc:
+            show_error(str(exc))
+            return
+        if layout.n_slices is None:
+            show_error("propagation needs a stack (Z, H, W); this image is 2-D")
+            return
+        if self.candidates is None or self.candidates.z is None:
+            show_error("segment an object on one slice first (click on it), then propagate")
+            return
+        start = self.candidates
+        start_mask, start_logits = start.masks[start.choice], start.logits[start.choice]
+        min_iou, max_steps = self.min_iou_spin.value(), self.max_slices_spin.value() or None
+        self.object_masks = {start.z: start_mask}
+
+        def work():
+            predictor = get_predictor(model)
+
+            def embedding_for(z: int):
+                return self._embedding(model, data, rgb, channel, z)
+
+            steps = iter_propagation(
+                predictor,
+                embedding_for,
+                start.z,
+                start_mask,
+                layout.n_slices,
+                start_logits,
+                min_iou=min_iou,
+                max_steps=max_steps,
+                slice_for=lambda z: image_plane(data, rgb, z, channel),
+            )
+            done = 0
+            while True:
+                with predictor_lock(model):  # held per step so previews can interleave
+                    step = next(steps, None)
+                if step is None:
+                    return done
+                done += 1
+                yield done, layout.n_slices - 1, step
+
+        self._busy("propagating…", layout.n_slices - 1)
+        self._long_worker = jobs.start_generator_job(
+            work, self._on_propagation_step, self._on_propagation_done, "propagation"
+        )
+
+    def _on_propagation_step(self, value: tuple) -> None:
+        done, total, step = value
+        if not self._alive:
+            return
+        self._busy(f"propagating: slice {step.index}", total, done)
+        if step.mask is not None:
+            self.object_masks[step.index] = step.mask
+            self._draw_object()
+
+    def _on_propagation_done(self, result: object) -> None:
+        self._long_worker = None
+        if not self._alive:
+            return
+        ok = jobs.report(result)
+        zs = sorted(k for k in self.object_masks if k is not None)
+        where = f"slices {zs[0]}–{zs[-1]}" if zs else "no slice"
+        self._idle(f"propagated to {where}; C commits" if ok else f"stopped at {where}")
+        self._shown_generation = self._generation
+
+    def cancel(self) -> None:
+        """Stop the running long job at its next step; drop a pending preview."""
+        self._preview_pending = False
+        self._commit_pending = False
+        worker = self._long_worker
+        if worker is not None:
+            worker.quit()
+        self._generation += 1  # a preview still running is ignored when it returns
+        if self._alive:
+            self._idle("cancelled")

@@ -1,0 +1,80 @@
+"""Background jobs for the widgets: every model call runs in a napari `thread_worker`.
+
+A job function never raises into Qt: exceptions become a `Failure` result, shown with
+`show_error` (a clear message, no traceback dialog). Results that arrive after the widget
+or its layers are gone, or after the job was cancelled, are dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any
+
+from napari.qt.threading import FunctionWorker, GeneratorWorker, thread_worker
+from napari.utils.notifications import show_error
+
+from sam_core.errors import SamscopeError
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What went wrong in a job, as a message for the user."""
+
+    message: str
+
+
+def describe(exc: BaseException) -> str:
+    """One line for the user: our own errors as they are, others with their type."""
+    if isinstance(exc, SamscopeError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def start_function_job(
+    func: Callable[[], Any], on_done: Callable[[Any], None], what: str
+) -> FunctionWorker:
+    """Run func() in a worker thread; on_done(result or Failure) runs in the GUI thread."""
+
+    def guarded() -> Any:
+        try:
+            return func()
+        except Exception as exc:  # reported to the user by on_done
+            return Failure(f"{what} failed: {describe(exc)}")
+
+    worker = thread_worker(guarded, start_thread=False)()
+    worker.returned.connect(on_done)
+    worker.start()
+    return worker
+
+
+def start_generator_job(
+    gen_func: Callable[[], Generator[Any, None, Any]],
+    on_yield: Callable[[Any], None],
+    on_done: Callable[[Any], None],
+    what: str,
+) -> GeneratorWorker:
+    """Run a generator in a worker; each yielded value goes to on_yield in the GUI thread,
+    the return value (or a Failure) to on_done. `worker.quit()` stops it at the next yield
+    and on_done then gets None."""
+
+    def guarded() -> Generator[Any, None, Any]:
+        try:
+            return (yield from gen_func())
+        except Exception as exc:
+            return Failure(f"{what} failed: {describe(exc)}")
+
+    worker = thread_worker(guarded, start_thread=False)()
+    worker.yielded.connect(on_yield)
+    worker.returned.connect(on_done)
+    worker.aborted.connect(lambda: on_done(None))
+    worker.start()
+    return worker
+
+
+def report(result: Any) -> bool:
+    """Show a Failure with show_error; True when `result` is a real result."""
+    if isinstance(result, Failure):
+        show_error(result.message)
+        return False
+    return result is not None

@@ -1,0 +1,55 @@
+"""Helpers for the napari plugin tests (imported by the test modules)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+DOCS_IMAGES = Path(__file__).parents[2] / "docs" / "images"
+
+
+def interior_point(mask: np.ndarray) -> tuple[float, float]:
+    """(y, x) of the interior-most pixel of a (H, W) bool mask (distance transform)."""
+    from scipy import ndimage
+
+    distance = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    y, x = np.unravel_index(int(np.argmax(distance)), mask.shape)
+    return float(y), float(x)
+
+
+def wait_idle(qtbot, widget, timeout: float = 120_000) -> None:
+    """Until no preview or long job runs (and no preview is pending)."""
+    qtbot.waitUntil(
+        lambda: (
+            widget._preview_worker is None
+            and widget._long_worker is None
+            and not widget._preview_pending
+        ),
+        timeout=timeout,
+    )
+
+
+def best_iou(mask: np.ndarray, gt_labels: np.ndarray) -> float:
+    """IoU of `mask` with the ground-truth object it overlaps most."""
+    ids, counts = np.unique(gt_labels[mask], return_counts=True)
+    counts, ids = counts[ids > 0], ids[ids > 0]
+    if not len(ids):
+        return 0.0
+    gt = gt_labels == ids[np.argmax(counts)]
+    return float((gt & mask).sum() / (gt | mask).sum())
+
+
+def screenshot(viewer, name: str) -> Path:
+    """Window grab (UI included) into docs/images/<name>.png."""
+    DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+    path = DOCS_IMAGES / f"{name}.png"
+    viewer.window.screenshot(str(path), canvas_only=False)
+    return path
+
+
+def timed(fn):
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
