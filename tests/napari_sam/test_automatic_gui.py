@@ -1,0 +1,53 @@
+"""The automatic segmentation widget in a real viewer with real MobileSAM on real nuclei."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from napari_sam_helpers import screenshot
+
+pytestmark = [pytest.mark.gui, pytest.mark.slow]
+
+
+def _recall(labels: np.ndarray, gt: np.ndarray, iou: float = 0.5) -> float:
+    """Fraction of ground-truth objects matched by some label with IoU >= iou."""
+    hits = 0
+    ids = [i for i in np.unique(gt) if i > 0]
+    for obj in ids:
+        gt_mask = gt == obj
+        found, counts = np.unique(labels[gt_mask], return_counts=True)
+        best = 0.0
+        for lab in found[found > 0]:
+            mask = labels == lab
+            best = max(best, (mask & gt_mask).sum() / (mask | gt_mask).sum())
+        hits += best >= iou
+    return hits / len(ids)
+
+
+def test_automatic_widget_finds_nuclei_and_rethresholds_without_model(
+    make_napari_viewer, shared_predictor, nuclei, qtbot
+):
+    viewer = make_napari_viewer(show=True)
+    viewer.window._qt_window.resize(1200, 720)
+    image, gt = nuclei
+    viewer.add_image(image, name="nuclei")
+    _, widget = viewer.window.add_plugin_dock_widget("samscope", "Automatic segmentation")
+    widget.points_spin.setValue(16)
+    widget.run()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=180_000)
+    qtbot.waitUntil(lambda: widget._select_worker is None, timeout=30_000)
+    labels = viewer.layers["SAM automatic"].data
+    recall = _recall(labels, gt)
+    print("objects", widget.n_objects, "recall@0.5", recall)
+    assert widget.n_objects >= 5
+    assert recall >= 0.5
+    screenshot(viewer, "napari_automatic")
+
+    candidates = widget.candidates
+    before = widget.n_objects
+    widget.min_area_spin.setValue(int(np.percentile(np.bincount(gt.ravel())[1:], 50)))
+    qtbot.waitUntil(lambda: widget._select_worker is None, timeout=30_000)
+    assert widget.candidates is candidates  # thresholds moved: no new model pass
+    assert 0 < widget.n_objects < before
+    areas = np.bincount(viewer.layers["SAM automatic"].data.ravel())[1:]
+    assert areas[areas > 0].min() >= widget.min_area_spin.value() * 0.5
