@@ -6,6 +6,7 @@ review in the FiftyOne App. FiftyOne loads this file from the plugin folder and 
 
 def register(p) -> None:
     """Register the operators and panels with FiftyOne's plugin context `p`."""
-    from fiftyone_plugin.operators import PromptedMasks
+    from fiftyone_plugin.operators import AutomaticMasks, PromptedMasks
 
     p.register(PromptedMasks)
+    p.register(AutomaticMasks)

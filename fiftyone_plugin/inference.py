@@ -40,26 +40,29 @@ def get_predictor(model_name: str = "vit_t", device: str = "cpu") -> Predictor:
         return _PREDICTORS[key]
 
 
-def set_image_cached(predictor: Predictor, image: np.ndarray, filepath: str | None) -> None:
-    """`predictor.set_image(image)`, reusing the embedding of `filepath` if it was computed
-    recently by this process (same file size and modification time)."""
+def cached_embedding(predictor: Predictor, image: np.ndarray, filepath: str | None):
+    """The `ImageEmbedding` of `image` (read from `filepath`), reused when this process
+    embedded the same file (same size and modification time) recently."""
     if filepath is None or not os.path.isfile(filepath):
-        predictor.set_image(image)
-        return
+        return predictor.compute_embedding(image)
     stat = os.stat(filepath)
     key = (predictor.model_name, str(predictor.device), filepath, stat.st_mtime_ns, stat.st_size)
     with _LOCK:
         embedding = _EMBEDDINGS.get(key)
         if embedding is not None:
             _EMBEDDINGS.move_to_end(key)
-    if embedding is not None:
-        predictor.set_embedding(embedding)
-        return
-    embedding = predictor.set_image(image)
+            return embedding
+    embedding = predictor.compute_embedding(image)
     with _LOCK:
         _EMBEDDINGS[key] = embedding
         while len(_EMBEDDINGS) > EMBEDDING_CACHE_SIZE:
             _EMBEDDINGS.popitem(last=False)
+    return embedding
+
+
+def set_image_cached(predictor: Predictor, image: np.ndarray, filepath: str | None) -> None:
+    """`predictor.set_image(image)` through the embedding cache (see `cached_embedding`)."""
+    predictor.set_embedding(cached_embedding(predictor, image, filepath))
 
 
 def segment_prompts(

@@ -41,6 +41,16 @@ def add_run_inputs(ctx, inputs: types.Object, default_field: str) -> None:
     inputs.str("mask_dir", default=None, label="Folder for large masks (default: FiftyOne's)")
 
 
+def add_generator_inputs(inputs: types.Object) -> None:
+    """The automatic mask generator's main settings (see `AutomaticMaskGenerator`)."""
+    inputs.int("points_per_side", default=32, label="Points per side (grid of prompts)")
+    inputs.float("pred_iou_thresh", default=0.88, label="Predicted IoU threshold")
+    inputs.float("stability_score_thresh", default=0.95, label="Stability score threshold")
+    inputs.float("box_nms_thresh", default=0.7, label="Box NMS IoU threshold")
+    inputs.int("crop_n_layers", default=0, label="Crop layers (0 = whole image only)")
+    inputs.int("min_mask_region_area", default=0, label="Remove holes/islands below (px)")
+
+
 def wants_delegation(ctx) -> bool:
     """The user's choice, else delegated for views above `DELEGATE_ABOVE_SAMPLES`."""
     choice = ctx.params.get("delegate")

@@ -7,8 +7,10 @@ import fiftyone.operators.types as types
 
 from sam_core import ImageError, PromptError
 
+from .automatic import automatic_detections, generator_settings, get_generator
 from .inference import get_predictor, prompted_detections, run_over_view
 from .operator_inputs import (
+    add_generator_inputs,
     add_model_inputs,
     add_run_inputs,
     finish,
@@ -83,5 +85,58 @@ class PromptedMasks(foo.Operator):
             make_labels,
             overwrite=bool(ctx.params.get("overwrite", False)),
             progress=progress_reporter(ctx, "prompted masks"),
+        )
+        return finish(ctx, summary.as_dict(), label_field)
+
+
+class AutomaticMasks(foo.Operator):
+    """Automatic masks (the paper's "segment everything") for the target view."""
+
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="automatic_masks",
+            label="samscope: automatic masks",
+            description="SAM automatic masks with predicted IoU and stability score",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        add_model_inputs(inputs)
+        add_run_inputs(ctx, inputs, default_field="sam_auto")
+        add_generator_inputs(inputs)
+        return types.Property(inputs, view=types.View(label="samscope: automatic masks"))
+
+    def resolve_delegation(self, ctx):
+        return wants_delegation(ctx)
+
+    def execute(self, ctx):
+        view = ctx.target_view()
+        if len(view) == 0:
+            raise ImageError("the view is empty: there are no samples to segment")
+        label_field = ctx.params.get("label_field") or "sam_auto"
+        generator = get_generator(
+            ctx.params.get("model", "vit_t"),
+            ctx.params.get("device", "cpu"),
+            **generator_settings(ctx.params),
+        )
+
+        def make_labels(sample, image):
+            return automatic_detections(
+                generator,
+                image,
+                filepath=sample.filepath,
+                mask_dir=mask_dir_for(ctx, sample, label_field),
+            )
+
+        summary = run_over_view(
+            view,
+            label_field,
+            make_labels,
+            overwrite=bool(ctx.params.get("overwrite", False)),
+            progress=progress_reporter(ctx, "automatic masks"),
         )
         return finish(ctx, summary.as_dict(), label_field)

@@ -76,14 +76,19 @@ def build_dataset(shared: Path, name: str = DATASET):
     return dataset
 
 
-def run_delegated(uri: str, dataset, params: dict):
+def run_delegated(uri: str, dataset, params: dict, view=None):
     """Queue `uri` as a delegated operation and run the queue in this process (what
     `fiftyone delegated launch` does); returns the finished operation document."""
     import fiftyone.operators as foo
     from fiftyone.operators.delegated import DelegatedOperationService
 
+    kwargs = {} if view is None else {"view": view}
     result = foo.execute_operator(
-        uri, dataset=dataset, params={**params, "delegate": True}, request_delegation=True
+        uri,
+        dataset=dataset,
+        params={**params, "delegate": True},
+        request_delegation=True,
+        **kwargs,
     )
     assert result.delegated, result.error
     service = DelegatedOperationService()
@@ -93,3 +98,20 @@ def run_delegated(uri: str, dataset, params: dict):
     doc = service.get(queued[-1].id)
     service.delete_operation(doc.id)
     return doc
+
+
+def recall_at(dataset, field: str, tag: str, iou: float = 0.5) -> tuple[float, int]:
+    """Fraction of GT objects of the samples tagged `tag` that some mask in `field` covers
+    with IoU >= `iou`, and the number of GT objects."""
+    from fiftyone_plugin.conversion import detection_to_mask
+
+    found, total = 0, 0
+    for sample in dataset.match_tags(tag):
+        hw = (sample.metadata.height, sample.metadata.width)
+        preds = [detection_to_mask(d, hw) for d in sample[field].detections]
+        for gt in sample.ground_truth.detections:
+            true = detection_to_mask(gt, hw)
+            total += 1
+            best = max(((p & true).sum() / (p | true).sum() for p in preds), default=0.0)
+            found += best >= iou
+    return found / max(total, 1), total
