@@ -28,6 +28,7 @@ from . import __version__
 from .checkpoints import CACHE_ENV, OFFLINE_ENV, cache_dir, cached_path, fetch_checkpoint
 from .cli_batch import add_embed_command, add_segment_command
 from .cli_evaluate import add_evaluate_command
+from .cli_finetune import add_finetune_command
 from .errors import SamscopeError, UnknownModelError
 from .image_input import ImageGeometry, as_rgb_uint8_or_float
 from .image_io import read_image, write_bytes, write_mask_png, write_png
@@ -457,6 +458,7 @@ COMMANDS: tuple[Callable[..., None], ...] = (
     add_predict_command,
     add_demo_command,
     add_evaluate_command,
+    add_finetune_command,
     add_segment_command,
     add_embed_command,
 )

@@ -1,0 +1,184 @@
+"""Fine-tuning: losses on constructed cases, prompt simulation, and a tiny real run
+(MobileSAM, decoder only, 2 small training crops) that must lower the loss, save weights that
+`load_model` reads, and resume after an interruption."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from sam_core import Predictor, load_model
+from sam_core.cli import main
+from sam_core.cli_finetune import TRAINABLE as CLI_TRAINABLE
+from sam_core.errors import CheckpointError, ImageError
+from sam_core.evaluation.datasets import Sample, load_eval_set
+from sam_core.training import (
+    TRAINABLE,
+    FinetuneConfig,
+    checkpointing,
+    finetune,
+    sam_loss,
+    trainable_parameters,
+)
+from sam_core.training.data import prepare_training_images
+from sam_core.training.simulation import error_points, noisy_boxes, random_points
+from sam_core.training.trainer import _round_plan, train_step
+
+TINY = FinetuneConfig(
+    epochs=2, lr=3e-4, warmup_steps=1, objects_per_step=3, point_rounds=1, refine_rounds=1
+)
+
+
+def test_loss_is_zero_ish_for_a_confident_right_mask_and_picks_the_best_of_three():
+    target = torch.zeros(1, 16, 16)
+    target[0, 4:12, 4:12] = 1
+    right = (target * 40 - 20)[:, None]  # logits +20 inside, -20 outside
+    wrong = -right
+    logits = torch.cat([wrong, right, wrong], dim=1)  # (1, 3, 16, 16)
+    loss, parts = sam_loss(logits, torch.tensor([[0.0, 1.0, 0.0]]), target)
+    assert float(loss) < 1e-3 and parts["iou"] == 1.0
+    # the IoU head is trained towards the supervised mask's real IoU
+    loss_bad_iou, parts = sam_loss(logits, torch.tensor([[0.0, 0.0, 0.0]]), target)
+    assert parts["iou_mse"] == pytest.approx(1.0) and float(loss_bad_iou) > 0.99
+    all_wrong, _ = sam_loss(torch.cat([wrong] * 3, 1), torch.zeros(1, 3), target)
+    assert float(all_wrong) > 1.0
+
+
+def test_prompt_simulation_stays_in_the_object_and_error():
+    generator = torch.Generator().manual_seed(0)
+    targets = torch.zeros(2, 256, 256, dtype=torch.bool)
+    targets[0, 10:20, 30:40] = True
+    targets[1, 100:150, 100:110] = True
+    points = random_points(targets, generator)
+    cells = (points[:, 0] // 4).long()
+    assert targets[torch.arange(2), cells[:, 1], cells[:, 0]].all()
+    boxes = noisy_boxes(targets, (1024, 1024), generator)
+    assert boxes.shape == (2, 4) and (boxes[:, 2] > boxes[:, 0]).all()
+    assert abs(float(boxes[0, 0]) - 120) <= 20 and abs(float(boxes[1, 1]) - 400) <= 20
+    valid = torch.ones(256, 256, dtype=torch.bool)
+    predicted = targets.clone()
+    predicted[0, 10:20, 30:35] = False  # object 0 misses a part: positive click there
+    predicted[1, 0:5, 0:5] = True  # object 1 has a false positive: negative click there
+    clicks, labels = error_points(predicted, targets, valid, generator)
+    assert labels.tolist() == [[1], [0]]
+    x0, y0 = (clicks[0, 0] // 4).long().tolist()
+    assert 30 <= x0 < 35 and 10 <= y0 < 20
+    x1, y1 = (clicks[1, 0] // 4).long().tolist()
+    assert x1 < 5 and y1 < 5
+    assert _round_plan(8, 2, np.random.default_rng(0)).count(False) == 2
+    assert _round_plan(8, 2, np.random.default_rng(0))[-1] is False
+
+
+def test_trainable_modes(vit_t_model):
+    assert tuple(TRAINABLE) == CLI_TRAINABLE
+    model = copy.deepcopy(vit_t_model)
+    decoder = trainable_parameters(model, "decoder")
+    assert sum(p.numel() for p in decoder) == sum(
+        p.numel() for p in model.mask_decoder.parameters()
+    )
+    assert not any(p.requires_grad for p in model.image_encoder.parameters())
+    partial = trainable_parameters(model, "partial")
+    assert len(partial) > len(decoder)
+    assert any(p.requires_grad for p in model.image_encoder.neck.parameters())
+    with pytest.raises(ValueError, match="unknown trainable"):
+        trainable_parameters(model, "lora")
+
+
+CROP_IMAGES = ["c043d5ac9dd46605", "b6d50fa22380ae3a", "e4fc936ba57a936a"]
+
+
+@pytest.fixture(scope="module")
+def crops(shared_dir):
+    """Three 96x96 crops of 256x256 fluorescence images (2 train, 1 validation), real labels."""
+    data = shared_dir / "data" / "dsb2018_fluo_dev"
+    out = []
+    for s in load_eval_set(data, names=CROP_IMAGES).samples:
+        label, image = s.label_image[80:176, 80:176], s.image[80:176, 80:176]
+        out.append(Sample(name=s.name, image=image, label_image=label))
+    assert all(s.n_instances >= 2 for s in out)
+    return out
+
+
+def test_bad_training_input_is_refused(crops, vit_t_model, tmp_path):
+    empty = Sample("empty", crops[0].image, label_image=np.zeros((96, 96), np.uint16))
+    with pytest.raises(ImageError, match="empty"):
+        prepare_training_images([empty], None)
+    full = Sample("full", crops[0].image, label_image=np.ones((96, 96), np.uint16))
+    with pytest.raises(ImageError, match="covers the whole image"):
+        prepare_training_images([full], None)
+    # a resume folder from another architecture
+    model = copy.deepcopy(vit_t_model)
+    optimizer = torch.optim.AdamW(trainable_parameters(model, "decoder"))
+    checkpointing.save_weights(model, tmp_path / checkpointing.MODEL_FILE)
+    card = {"arch": "vit_b", "config": {}, "history": []}
+    checkpointing.save_resume(tmp_path, optimizer, 1, 2, card)
+    with pytest.raises(CheckpointError, match="vit_b fine-tuning run"):
+        finetune(model, crops[:1], [], tmp_path, TINY)
+
+
+def test_base_checkpoint_of_another_architecture(mobilesam_checkpoint, tmp_path, capsys):
+    with pytest.raises(CheckpointError, match="does not fit the vit_b architecture"):
+        load_model(mobilesam_checkpoint, arch="vit_b")
+    code = main(
+        ["finetune", str(tmp_path), "--model", str(mobilesam_checkpoint), "--arch", "vit_b"]
+    )
+    assert code == 2  # the folder has no images: a clear error first
+    assert "no images/ folder" in capsys.readouterr().err
+
+
+def _fixed_batch_loss(model, item, seed: int = 7) -> float:
+    config = FinetuneConfig(objects_per_step=3, point_rounds=1, refine_rounds=1)
+    parts = train_step(
+        model,
+        item,
+        config,
+        np.random.default_rng(seed),
+        torch.Generator().manual_seed(seed),
+        torch.device("cpu"),
+        backward=False,
+    )
+    return parts["loss"]
+
+
+def test_tiny_finetune_lowers_loss_saves_loadable_weights_and_resumes(crops, vit_t_model, tmp_path):
+    model = copy.deepcopy(vit_t_model)
+    model.name = "vit_t"
+    train, val = crops[:2], crops[2:]
+    items = prepare_training_images(train, Predictor(model))
+    before = [_fixed_batch_loss(model, item) for item in items]
+
+    class Interrupt(Exception):
+        pass
+
+    def interrupt_in_epoch_two(done: int, total: int) -> None:
+        if done == 3:  # first step of epoch 2
+            raise Interrupt
+
+    out = tmp_path / "run"
+    with pytest.raises(Interrupt):
+        finetune(model, train, val, out, TINY, progress=interrupt_in_epoch_two)
+    card = json.loads((out / "model.json").read_text())
+    assert card["epochs_done"] == 1 and card["arch"] == "vit_t"
+    assert card["base_model"] == "vit_t" and card["data"]["val_images"] == [val[0].name]
+
+    resumed = copy.deepcopy(vit_t_model)
+    resumed.name = "vit_t"
+    lines: list[str] = []
+    card = finetune(resumed, train, val, out, TINY, log=lines.append)
+    assert any("resuming" in line for line in lines)
+    assert [h["epoch"] for h in card["history"]] == [1, 2]
+    assert 0.0 <= card["history"][-1]["val_miou"] <= 1.0
+
+    loaded = load_model(out / "model.pth")
+    assert loaded.arch == "vit_t"
+    after = [_fixed_batch_loss(loaded, item) for item in items]
+    assert np.mean(after) < np.mean(before)
+    # only the decoder changed
+    base = vit_t_model.state_dict()
+    changed = {k for k, v in loaded.state_dict().items() if not torch.equal(v, base[k])}
+    assert changed and all(k.startswith("mask_decoder.") for k in changed)
+    assert load_model(out / "best.pth").arch == "vit_t"
