@@ -184,7 +184,7 @@ def _rounds(model, item, config, rng, generator, device, backward: bool) -> dict
             (loss / len(plan)).backward(retain_graph=retain)
         best = iou_pred.detach().argmax(dim=1)
         prev_logits = logits.detach()[torch.arange(count, device=device), best][:, None]
-        parts["loss"] = float(loss)
+        parts["loss"] = float(loss.detach())
         if index == 0:
             totals["first_round_iou"] = parts["iou"]
         for key, value in parts.items():

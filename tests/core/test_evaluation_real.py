@@ -156,3 +156,15 @@ def test_bad_sets_give_clear_errors(tmp_path, shared_dir, capsys):
     assert "label image is 128x120" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "missing")]) == 2
     assert main(["evaluate", str(root), "--protocol", "nonsense"]) == 2
+
+
+def test_automatic_masks_ap_on_one_real_image(predictor, fluo_set):
+    from sam_core.evaluation import evaluate_automatic, make_generator
+
+    generator = make_generator(predictor, points_per_side=8)
+    result = evaluate_automatic(generator, fluo_set, max_dets=(10, 100, 1000))
+    assert result["n_instances"] == fluo_set.samples[0].n_instances
+    assert result["n_predictions"] > 0
+    assert 0.05 < result["AP50"] <= 1.0
+    assert 0.0 <= result["AP"] <= result["AP50"]
+    assert 0.0 < result["AR@100"] <= 1.0
