@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from ..device import Precision
 from ..embedding import ImageEmbedding
@@ -296,39 +297,57 @@ class AutomaticMaskGenerator:
         )
         low_res, iou = self.predictor.predict_low_res(prompts, multimask=True)
         low_res, iou = low_res.numpy(), iou.numpy()  # (B, 3, 256, 256), (B, 3)
+        # The windows are small matmuls: one BLAS thread, or it fights torch's threads.
+        with threadpool_limits(1, user_api="blas"):
+            for b, k in zip(*np.nonzero(iou >= self.iou_floor), strict=True):
+                self._add_candidate(
+                    low_res[b, k],
+                    float(iou[b, k]),
+                    points_xy[b],
+                    region,
+                    region_index,
+                    upsampler,
+                    collector,
+                    image_hw,
+                )
+
+    def _add_candidate(
+        self, low_res, iou, point_xy, region, region_index, upsampler, collector, image_hw
+    ) -> None:
+        """Exact stability on the logit window; keeps the mask cut to its box if above floors."""
         thr, off = self.mask_threshold, self.stability_score_offset
-        for b, k in zip(*np.nonzero(iou >= self.iou_floor), strict=True):
-            window = upsampler.window(low_res[b, k], thr - off)
-            if window is None:
-                continue
-            union = np.count_nonzero(window.logits > thr - off)
-            if union == 0:
-                continue
-            stability = np.count_nonzero(window.logits > thr + off) / union
-            if stability < self.stability_floor:
-                continue
-            mask = window.logits > thr
-            rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-            if rows.size == 0:
-                continue
-            r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-            local_mask = mask[r0:r1, c0:c1]
-            box = (
-                x0 + window.x0 + c0,
-                y0 + window.y0 + r0,
-                x0 + window.x0 + c1,
-                y0 + window.y0 + r1,
-            )
-            collector.add(
-                np.ascontiguousarray(local_mask),
-                box,
-                int(np.count_nonzero(local_mask)),
-                float(iou[b, k]),
-                float(stability),
-                points_xy[b],
-                region_index,
-                _near_region_edge(box, region.box_xyxy, image_hw),
-            )
+        x0, y0 = region.box_xyxy[:2]
+        window = upsampler.window(low_res, thr - off)
+        if window is None:
+            return
+        union = np.count_nonzero(window.logits > thr - off)
+        if union == 0:
+            return
+        stability = np.count_nonzero(window.logits > thr + off) / union
+        if stability < self.stability_floor:
+            return
+        mask = window.logits > thr
+        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+        if rows.size == 0:
+            return
+        r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        local_mask = mask[r0:r1, c0:c1]
+        box = (
+            x0 + window.x0 + c0,
+            y0 + window.y0 + r0,
+            x0 + window.x0 + c1,
+            y0 + window.y0 + r1,
+        )
+        collector.add(
+            np.ascontiguousarray(local_mask),
+            box,
+            int(np.count_nonzero(local_mask)),
+            iou,
+            float(stability),
+            point_xy,
+            region_index,
+            _near_region_edge(box, region.box_xyxy, image_hw),
+        )
 
     @staticmethod
     def _nms_within_regions(c: MaskCandidates, idx: np.ndarray, threshold: float) -> np.ndarray:
