@@ -6,7 +6,10 @@ review in the FiftyOne App. FiftyOne loads this file from the plugin folder and 
 
 def register(p) -> None:
     """Register the operators and panels with FiftyOne's plugin context `p`."""
-    from fiftyone_plugin.operators import AutomaticMasks, PromptedMasks
+    from fiftyone_plugin.operators import AutomaticMasks, EvaluateMasks, PromptedMasks, RateMask
+    from fiftyone_plugin.panels import MaskReviewPanel, QualityReportPanel
 
-    p.register(PromptedMasks)
-    p.register(AutomaticMasks)
+    for operator in (PromptedMasks, AutomaticMasks, EvaluateMasks, RateMask):
+        p.register(operator)
+    p.register(MaskReviewPanel)
+    p.register(QualityReportPanel)

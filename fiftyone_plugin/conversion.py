@@ -54,6 +54,9 @@ def mask_to_detection(
     x0, y0, x1, y1 = box
     crop = np.ascontiguousarray(mask[y0:y1, x0:x1])
     bounding_box = [x0 / width, y0 / height, (x1 - x0) / width, (y1 - y0) / height]
+    if "predicted_iou" in attributes:
+        # FiftyOne ranks predictions by confidence (mAP, PR curves): use the predicted IoU.
+        attributes.setdefault("confidence", float(attributes["predicted_iou"]))
     detection = fo.Detection(label=label, bounding_box=bounding_box, **attributes)
     if mask_file is not None and crop.size > disk_mask_pixels:
         path = Path(mask_file)

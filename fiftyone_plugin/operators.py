@@ -8,6 +8,7 @@ import fiftyone.operators.types as types
 from sam_core import ImageError, PromptError
 
 from .automatic import automatic_detections, generator_settings, get_generator
+from .evaluation import detections_fields, evaluate_masks
 from .inference import get_predictor, prompted_detections, run_over_view
 from .operator_inputs import (
     add_generator_inputs,
@@ -19,6 +20,7 @@ from .operator_inputs import (
     wants_delegation,
 )
 from .prompts import check_prompt_field, prompts_from_label
+from .review import MaskRef, save_rating
 
 
 class PromptedMasks(foo.Operator):
@@ -140,3 +142,74 @@ class AutomaticMasks(foo.Operator):
             progress=progress_reporter(ctx, "automatic masks"),
         )
         return finish(ctx, summary.as_dict(), label_field)
+
+
+class RateMask(foo.Operator):
+    """Save one mask quality rating (1–10) on a detection; what the review panel's buttons do."""
+
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="rate_mask",
+            label="samscope: rate a mask",
+            unlisted=True,
+            allow_immediate_execution=True,
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        for name in ("sample_id", "label_field", "detection_id", "reviewer"):
+            inputs.str(name, required=True)
+        inputs.int("rating", required=True, label="Rating (1-10)")
+        inputs.float("seconds", label="Seconds spent")
+        return types.Property(inputs)
+
+    def execute(self, ctx):
+        p = ctx.params
+        ref = MaskRef(p["sample_id"], p["label_field"], p["detection_id"])
+        return save_rating(ctx.dataset, ref, p.get("rating"), p.get("reviewer"), p.get("seconds"))
+
+
+class EvaluateMasks(foo.Operator):
+    """FiftyOne's own detection evaluation with instance masks against a ground truth field."""
+
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="evaluate_masks",
+            label="samscope: evaluate masks",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        fields = detections_fields(ctx.dataset) if ctx.dataset else []
+        choices = types.DropdownView()
+        for name in fields:
+            choices.add_choice(name, label=name)
+        inputs.view_target(ctx)
+        inputs.str("pred_field", label="Predicted masks field", view=choices, required=True)
+        inputs.str("gt_field", label="Ground truth field", view=choices, required=True)
+        inputs.str("eval_key", default="sam_eval", label="Evaluation key")
+        inputs.float("iou", default=0.5, label="IoU threshold for a match")
+        inputs.bool("delegate", default=None, label="Run delegated")
+        return types.Property(inputs, view=types.View(label="samscope: evaluate masks"))
+
+    def resolve_delegation(self, ctx):
+        return wants_delegation(ctx)
+
+    def execute(self, ctx):
+        view = ctx.target_view()
+        if len(view) == 0:
+            raise ImageError("the view is empty: there is nothing to evaluate")
+        p = ctx.params
+        ctx.set_progress(progress=0.0, label="evaluating masks")
+        result = evaluate_masks(
+            view, p["pred_field"], p["gt_field"], p.get("eval_key") or "sam_eval", p.get("iou")
+        )
+        ctx.set_progress(progress=1.0, label="done")
+        if not ctx.delegated:
+            ctx.ops.reload_dataset()
+        return result

@@ -45,3 +45,18 @@ def plugin_ready():
     names = [p.name for p in fop.list_plugins()]
     assert fo_helpers.PLUGIN in names, f"plugin not found in {PLUGINS_DIR}: {names}"
     return fo_helpers.PLUGIN
+
+
+@pytest.fixture(scope="session")
+def review_field(fo_dataset, plugin_ready):
+    """`review_masks`: box-prompted masks on every sample, made once for the review,
+    report and evaluation tests (embeddings are cached in-process by then)."""
+    import fiftyone.operators as foo
+
+    if "review_masks" not in fo_dataset.get_field_schema():
+        params = {"prompt_field": "boxes", "label_field": "review_masks", "delegate": False}
+        uri = f"{plugin_ready}/prompted_masks"
+        result = foo.execute_operator(uri, dataset=fo_dataset, params=params)
+        assert result.result["failed"] == 0
+        fo_dataset.reload()
+    return "review_masks"
