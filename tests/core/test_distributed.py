@@ -1,0 +1,108 @@
+"""`samscope segment` on Dask distributed: the same files as a serial run, one model per worker.
+
+Three 128² nuclei crops, an 8x8 point grid, real MobileSAM; clusters of 2 worker processes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sam_core import Predictor
+from sam_core.batch import SegmentSettings, get_predictor, list_inputs, plan_jobs, run_job
+from sam_core.cli import main
+from sam_core.cli_batch import AMG_OPTIONS
+
+pytestmark = pytest.mark.slow
+
+NAMES = ("00071198d059ba7f", "003cee89357d9fe1", "094afe36759e7daf")
+
+
+@pytest.fixture(scope="module")
+def input_dir(tmp_path_factory, shared_dir) -> Path:
+    folder = tmp_path_factory.mktemp("inputs")
+    for name in NAMES:
+        image = np.asarray(Image.open(shared_dir / f"data/dsb2018_fluo_dev/images/{name}.png"))
+        Image.fromarray(image[64:192, 64:192]).save(folder / f"{name}.png")
+    return folder
+
+
+def _settings() -> SegmentSettings:
+    amg = {dest: default for dest, _, default, _ in AMG_OPTIONS.values()}  # the CLI defaults
+    amg["points_per_side"] = 8
+    return SegmentSettings(model="vit_t", device="cpu", amg=amg)
+
+
+@pytest.fixture(scope="module")
+def serial(tmp_path_factory, input_dir, vit_t_model) -> Path:
+    out = tmp_path_factory.mktemp("serial")
+    predictor = Predictor(vit_t_model, device="cpu")
+    for job in plan_jobs(list_inputs([input_dir]), out, "tif"):
+        assert run_job(job, _settings(), predictor).status == "done"
+    return out
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_local_cluster_of_two_workers_writes_exactly_the_serial_files(
+    tmp_path, input_dir, serial, capsys
+):
+    out = tmp_path / "dask"
+    argv = ["segment", str(input_dir), "--out", str(out), "--points-per-side", "8", "-q"]
+    assert main([*argv, "--workers", "2"]) == 0
+    assert "3 written" in capsys.readouterr().out
+    assert _files(out) == _files(serial)
+    assert len(_files(serial)) == len(NAMES)
+
+    assert main([*argv, "--workers", "2"]) == 0  # nothing left to do: no cluster is started
+    assert "3 already done, 0 to do" in capsys.readouterr().out
+    assert _files(out) == _files(serial)
+
+
+def test_scheduler_address_each_worker_loads_the_model_once_and_failures_are_reported(
+    tmp_path, input_dir, serial
+):
+    from distributed import Client, LocalCluster
+
+    from sam_core.distributed import run_jobs
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for path in input_dir.iterdir():
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "broken.png").write_bytes((input_dir / f"{NAMES[0]}.png").read_bytes()[:200])
+    out = tmp_path / "out"
+    jobs = plan_jobs(list_inputs([folder]), out, "tif")
+    seen = []
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        results = run_jobs(
+            jobs, _settings(), scheduler=cluster.scheduler_address, progress=seen.append
+        )
+        with Client(cluster) as client:
+            loads = client.run(lambda: get_predictor.cache_info().misses)
+            threads = client.run(lambda: __import__("torch").get_num_threads())
+    assert sorted(loads.values()) == [1, 1]  # one model per worker, loaded by the plugin
+    assert set(threads.values()) == {1}
+    assert [r.input for r in results] == [str(j.input) for j in jobs]
+    assert len(seen) == len(jobs)
+    status = {Path(r.input).name: r.status for r in results}
+    assert status == {"broken.png": "failed", **{f"{n}.png": "done" for n in NAMES}}
+    broken = next(r for r in results if r.status == "failed")
+    assert "broken.png" in broken.message
+    assert _files(out) == _files(serial)
+
+
+def test_run_jobs_needs_exactly_one_target():
+    from sam_core.distributed import run_jobs
+
+    with pytest.raises(ValueError, match="either workers"):
+        run_jobs([], _settings())
+    with pytest.raises(ValueError, match="either workers"):
+        run_jobs([], _settings(), workers=2, scheduler="tcp://127.0.0.1:1")
