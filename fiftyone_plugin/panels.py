@@ -40,32 +40,30 @@ class MaskReviewPanel(foo.Panel):
 
     def on_load(self, ctx):
         fields = _review_fields(ctx.dataset)
-        state = ctx.panel.state
-        if state.get("field") not in fields:
-            state.set("field", fields[0] if fields else None)
-        if not state.get("reviewer"):
+        # the inputs live in the "settings" row, so their values are under state.settings
+        settings = dict(ctx.panel.state.get("settings") or {})
+        if settings.get("field") not in fields:
+            settings["field"] = fields[0] if fields else None
+        if not settings.get("reviewer"):
             user = getattr(ctx, "user", None)
-            state.set("reviewer", getattr(user, "name", None) or "reviewer")
-        if state.get("order") not in ORDERS:
-            state.set("order", "lowest_iou")
+            settings["reviewer"] = getattr(user, "name", None) or "reviewer"
+        if settings.get("order") not in ORDERS:
+            settings["order"] = "lowest_iou"
+        ctx.panel.state.set("settings", settings)
         self._rebuild(ctx)
 
+    @staticmethod
+    def _settings(ctx) -> dict:
+        return dict(ctx.panel.state.get("settings") or {})
+
     def _rebuild(self, ctx) -> None:
-        state = ctx.panel.state
-        field = state.get("field")
-        queue = (
-            []
-            if not field
-            else review_queue(
-                ctx.view,
-                field,
-                reviewer=state.get("reviewer"),
-                order=state.get("order"),
-                include_rated=True,
-            )
-        )
-        state.set("queue", [r.as_dict() for r in queue])
-        reviewer = state.get("reviewer")
+        settings = self._settings(ctx)
+        field, reviewer = settings.get("field"), settings.get("reviewer")
+        queue = []
+        if field:
+            order = settings.get("order") or "lowest_iou"
+            queue = review_queue(ctx.view, field, reviewer, order, include_rated=True)
+        ctx.panel.state.set("queue", [r.as_dict() for r in queue])
         first_unrated = next((i for i, r in enumerate(queue) if reviewer not in r.rated_by), 0)
         self._show(ctx, first_unrated)
 
@@ -98,9 +96,8 @@ class MaskReviewPanel(foo.Panel):
         ref = MaskRef(item["sample_id"], item["field"], item["detection_id"])
         seconds = time.time() - (state.get("shown_at") or time.time())
         try:
-            entry = save_rating(
-                ctx.dataset, ref, ctx.params.get("rating"), state.get("reviewer"), seconds
-            )
+            reviewer = self._settings(ctx).get("reviewer")
+            entry = save_rating(ctx.dataset, ref, ctx.params.get("rating"), reviewer, seconds)
         except RatingError as error:
             state.set("message", f"Not saved: {error}")
             ctx.ops.notify(str(error), variant="error")
@@ -140,7 +137,7 @@ class MaskReviewPanel(foo.Panel):
             panel.md("No masks to review in this view. Run samscope automatic or prompted masks.")
             return types.Property(panel, view=types.GridView(orientation="vertical"))
         index = state.get("index") or 0
-        reviewer = state.get("reviewer")
+        reviewer = self._settings(ctx).get("reviewer")
         done = sum(reviewer in item["rated_by"] for item in queue)
         item = queue[index]
         iou = item.get("predicted_iou")
@@ -150,9 +147,7 @@ class MaskReviewPanel(foo.Panel):
             + (f" · already rated by: {', '.join(item['rated_by'])}" if item["rated_by"] else ""),
             name="progress",
         )
-        panel.img("image", height="320px", alt_text="five review views")
-        body = panel.h_stack("body", align_x="left", gap=2)
-        body.md(GUIDE_MD, name="guide")
+        panel.img("image", width="100%", alt_text="five review views")
         buttons = panel.h_stack("ratings", align_x="left", gap=1)
         for value in range(1, 11):
             buttons.btn(
@@ -168,6 +163,7 @@ class MaskReviewPanel(foo.Panel):
         navigation.btn("next", label="Next ▶", on_click=self.on_next)
         if state.get("message"):
             panel.md(state.get("message"), name="message")
+        panel.md(GUIDE_MD, name="guide")
         return types.Property(panel, view=types.GridView(orientation="vertical"))
 
 

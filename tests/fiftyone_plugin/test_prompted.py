@@ -43,11 +43,11 @@ def test_box_prompts_immediate_match_ground_truth(fo_dataset, plugin_ready):
     assert fo_dataset.count("sam_boxes.detections") == n_gt
     ious = fo_dataset.values("sam_boxes.detections.predicted_iou", unwind=True)
     assert all(0.0 < v <= 1.5 for v in ious)
-    # measured 0.85 (nuclei) / 0.82 (COCO) mean IoU with MobileSAM; floors a little below
+    # measured with MobileSAM: mean IoU 0.88 (20 nuclei), 0.94 (7 COCO objects); floors below
     nuclei_iou, n = _mean_iou_vs_gt(fo_dataset, "sam_boxes", "boxes", "nuclei")
     assert n > 10 and nuclei_iou > 0.75, nuclei_iou
     coco_iou, _ = _mean_iou_vs_gt(fo_dataset, "sam_boxes", "boxes", "coco")
-    assert coco_iou > 0.65, coco_iou
+    assert coco_iou > 0.8, coco_iou
 
 
 def test_click_prompts_delegated_then_rerun_skips(fo_dataset, plugin_ready):

@@ -1,0 +1,134 @@
+"""The FiftyOne App, headless, with the mask review panel open: screenshot in Chromium.
+
+Set SAMSCOPE_UPDATE_SCREENSHOTS=1 to write docs/images/fiftyone_review_panel.png (and the
+report panel shot); otherwise the pictures go to the test's temporary folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = [pytest.mark.fiftyone, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+
+LAUNCH = """
+import sys, fiftyone as fo
+ds = fo.load_dataset(sys.argv[1])
+spaces = fo.Space(
+    children=[fo.Panel(type="Samples", pinned=True), fo.Panel(type=sys.argv[3])],
+    orientation="horizontal",
+)
+session = fo.launch_app(ds, remote=True, address="127.0.0.1", port=int(sys.argv[2]),
+                        spaces=spaces, auto=False)
+print("APP READY", flush=True)
+session.wait(-1)
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _process_tree(pid: int) -> list:
+    import psutil
+
+    try:
+        root = psutil.Process(pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def _wait_http(url: str, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(1.0)
+    raise TimeoutError(f"the App did not answer at {url} within {timeout:.0f} s")
+
+
+def screenshot_panel(dataset_name: str, panel: str, out: Path, home: Path) -> Path:
+    """Launch the App with `panel` beside the grid, screenshot it with headless Chromium."""
+    port = _free_port()
+    env = {**os.environ, "HOME": str(home)}
+    app = subprocess.Popen(
+        [sys.executable, "-c", LAUNCH, dataset_name, str(port), panel],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    tree: list = []
+    try:
+        _wait_http(f"http://127.0.0.1:{port}/", timeout=150)
+        time.sleep(3.0)  # the first page right after start can miss the dataset
+        # the server's own service processes can outlive the launcher: collect them now
+        tree = _process_tree(app.pid)
+        with tempfile.TemporaryDirectory() as profile:
+            subprocess.run(
+                [
+                    "chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+                    "--window-size=1800,1000", "--virtual-time-budget=30000",
+                    "--hide-scrollbars", f"--screenshot={out}",
+                    f"http://127.0.0.1:{port}/datasets/{dataset_name}",
+                ],
+                check=True, capture_output=True, timeout=180, env=env,
+            )  # fmt: skip
+    finally:
+        import psutil
+
+        for process in {p.pid: p for p in tree + _process_tree(app.pid)}.values():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        app.wait(timeout=30)
+    return out
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
+def test_review_panel_screenshot(fo_dataset, review_field, tmp_path):
+    from PIL import Image
+
+    from fiftyone_plugin.review import rating_rows, review_queue, save_rating
+
+    if not rating_rows(fo_dataset, [review_field]):  # the report panel needs some ratings
+        for ref, value in zip(review_queue(fo_dataset, review_field)[:3], (4, 8, 9), strict=False):
+            save_rating(fo_dataset, ref, value, "screenshot")
+    update = os.environ.get("SAMSCOPE_UPDATE_SCREENSHOTS") == "1"
+    folder = REPO / "docs" / "images" if update else tmp_path
+    home = tmp_path / "home"
+    home.mkdir()
+    shot = screenshot_panel(
+        fo_dataset.name, "mask_review", folder / "fiftyone_review_panel.png", home
+    )
+    picture = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    assert picture.shape[:2] == (1000, 1800)
+    right = picture[:, 900:]
+    # the five-view picture's mask tint (blue, see review_render.MASK_RGB) is on the panel side
+    tint = (right[..., 2] > 150) & (right[..., 2] - right[..., 0] > 60)
+    assert tint.sum() > 200, "no mask overlay visible in the review panel"
+    if update:
+        screenshot_panel(
+            fo_dataset.name, "quality_report", folder / "fiftyone_quality_report.png", home
+        )
