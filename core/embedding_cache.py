@@ -80,6 +80,9 @@ class EmbeddingCache:
     halo: (hy, hx) pixels added around each tile. channels / normalization: as `set_image`.
     on_mismatch: "recompute" (default) or "error" when the store was made for another model,
         image or settings.
+
+    The data hash is computed once per array this object sees (it is checked against a cheap
+    sample after that); after changing an array in place, use a new EmbeddingCache.
     """
 
     def __init__(
@@ -195,7 +198,7 @@ class EmbeddingCache:
 
     def _identity(self, data: np.ndarray, kind: str, layout: TileLayout | None) -> dict:
         # Rehash only another array; a cheap sample catches new data at a reused address.
-        sample = np.ascontiguousarray(data.reshape(-1)[:: max(1, data.size // 65536)])
+        sample = np.ascontiguousarray(data.flat[:: max(1, data.size // 65536)])
         key = (id(data), data.shape, data.dtype.str, zlib.crc32(sample.data))
         if key not in self._hashes:
             self._hashes = {key: data_hash(data)}  # remember only the latest array
