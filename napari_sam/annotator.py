@@ -14,25 +14,15 @@ import napari
 import numpy as np
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
-    QCheckBox,
-    QComboBox,
-    QDoubleSpinBox,
-    QFormLayout,
-    QHBoxLayout,
-    QLabel,
-    QProgressBar,
-    QPushButton,
-    QSpinBox,
-    QVBoxLayout,
     QWidget,
 )
 
-from sam_core import DEFAULT_MODEL, list_models
 from sam_core.errors import SamscopeError
-from sam_core.propagation import iter_propagation
 
 from . import jobs
 from .annotation import UndoStack, commit_object, undo_commit
+from .annotator_stack import StackJobsMixin
+from .annotator_ui import build_controls
 from .embedding_store import SHARED_STORE, plane_digest
 from .image_source import ImageLayout, image_plane, layout_of
 from .models import get_predictor, predictor_lock
@@ -55,7 +45,18 @@ class Candidates:
     choice: int
 
 
-class AnnotatorWidget(QWidget):
+def default_choice(masks: np.ndarray, scores: np.ndarray, max_fraction: float = 0.9) -> int:
+    """Index of the mask to show first: the best-scoring one that does not cover nearly the
+    whole image (one click on a textured image often also gets a confident full-frame mask).
+    masks: (M, H, W) bool; scores: (M,)."""
+    fractions = masks.reshape(len(masks), -1).mean(axis=1)
+    usable = np.flatnonzero(fractions <= max_fraction)
+    if usable.size == 0:
+        return int(np.argmax(scores))
+    return int(usable[np.argmax(scores[usable])])
+
+
+class AnnotatorWidget(StackJobsMixin, QWidget):
     """Interactive annotator; construct with the viewer (npe2 passes `napari_viewer`)."""
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
@@ -85,67 +86,7 @@ class AnnotatorWidget(QWidget):
 
     # ------------------------------------------------------------------------------ UI
     def _build_ui(self) -> None:
-        form = QFormLayout()
-        self.image_combo = QComboBox()
-        self.image_combo.currentTextChanged.connect(self._on_image_changed)
-        self.model_combo = QComboBox()
-        self.model_combo.setEditable(True)  # a checkpoint path may be typed in
-        self.model_combo.addItems([m.name for m in list_models()])
-        self.model_combo.setCurrentText(DEFAULT_MODEL)
-        self.channel_spin = QSpinBox()
-        self.channel_spin.setRange(-1, 63)
-        self.channel_spin.setSpecialValueText("auto")
-        self.channel_spin.setValue(-1)
-        self.channel_spin.valueChanged.connect(lambda _: self._on_image_changed())
-        self.labels_combo = QComboBox()
-        self.overwrite_check = QCheckBox("overwrite existing objects")
-        self.min_iou_spin = QDoubleSpinBox()
-        self.min_iou_spin.setRange(0.0, 1.0)
-        self.min_iou_spin.setSingleStep(0.05)
-        self.min_iou_spin.setValue(0.5)
-        self.max_slices_spin = QSpinBox()
-        self.max_slices_spin.setRange(0, 10000)
-        self.max_slices_spin.setSpecialValueText("all")
-        form.addRow("image", self.image_combo)
-        form.addRow("model", self.model_combo)
-        form.addRow("channel", self.channel_spin)
-        form.addRow("target labels", self.labels_combo)
-        form.addRow(self.overwrite_check)
-        form.addRow("propagation min IoU", self.min_iou_spin)
-        form.addRow("propagation max slices", self.max_slices_spin)
-
-        buttons = [
-            ("Compute embedding", self.compute_embedding),
-            ("Segment [S]", self.segment),
-            ("Next mask [N]", self.next_mask),
-            ("Commit [C]", self.commit),
-            ("Undo [U]", self.undo),
-            ("Clear [X]", self.clear_prompts),
-            ("Propagate", self.propagate),
-            ("Cancel", self.cancel),
-        ]
-        self.buttons: dict[str, QPushButton] = {}
-        rows = QVBoxLayout()
-        for i in range(0, len(buttons), 2):
-            row = QHBoxLayout()
-            for text, slot in buttons[i : i + 2]:
-                button = QPushButton(text)
-                button.clicked.connect(lambda _=False, s=slot: s())
-                row.addWidget(button)
-                self.buttons[text.split(" [")[0]] = button
-            rows.addLayout(row)
-        self.mode_label = QLabel()
-        self.mask_label = QLabel("no preview")
-        self.status_label = QLabel("pick an image and click on an object")
-        self.status_label.setWordWrap(True)
-        self.progress = QProgressBar()
-        self.progress.setVisible(False)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addLayout(rows)
-        for widget in (self.mode_label, self.mask_label, self.progress, self.status_label):
-            layout.addWidget(widget)
-        layout.addStretch(1)
+        build_controls(self)
         self._update_mode_label()
 
     def _bind_keys(self, target: object, bind: bool = True) -> None:
@@ -406,7 +347,7 @@ class AnnotatorWidget(QWidget):
                     box=prompts.box_xyxy,
                     multimask=prompts.ambiguous,
                 )
-            return generation, Candidates(z, masks, scores, logits, int(np.argmax(scores)))
+            return generation, Candidates(z, masks, scores, logits, default_choice(masks, scores))
 
         self._preview_worker = jobs.start_function_job(work, self._on_preview, "segmentation")
 
@@ -516,124 +457,3 @@ class AnnotatorWidget(QWidget):
         undo_commit(labels.data, record)
         labels.refresh()
         self._set_status(f"undid object {record.label_id}")
-
-    # ---------------------------------------------------------------- long jobs (cancelable)
-    def compute_embedding(self, all_slices: bool = True) -> None:
-        """Embed the image (every slice of a stack) ahead of clicking, with progress."""
-        if self._long_worker is not None:
-            show_error("another computation is running; wait or press Cancel")
-            return
-        try:
-            layout = self.image_layout()
-            model, data, rgb, channel = self._embedding_job_parts()
-        except SamscopeError as exc:
-            show_error(str(exc))
-            return
-        zs = (
-            [None]
-            if layout.n_slices is None
-            else (list(range(layout.n_slices)) if all_slices else [self.current_z()])
-        )
-
-        def work():
-            for done, z in enumerate(zs, 1):
-                self._embedding(model, data, rgb, channel, z)
-                yield done, len(zs)
-            return len(zs)
-
-        self._busy("computing embeddings…", len(zs))
-        self._long_worker = jobs.start_generator_job(
-            work, self._on_progress, self._on_embeddings_done, "embedding"
-        )
-
-    def _on_progress(self, value: tuple[int, int]) -> None:
-        if self._alive:
-            self._busy(f"{value[0]} / {value[1]}", value[1], value[0])
-
-    def _on_embeddings_done(self, result: object) -> None:
-        self._long_worker = None
-        if self._alive:
-            self._idle(f"embeddings ready ({result} slices)" if jobs.report(result) else "stopped")
-
-    def propagate(self) -> None:
-        """Propagate the previewed object up and down the stack (result shown in preview)."""
-        if self._long_worker is not None:
-            show_error("another computation is running; wait or press Cancel")
-            return
-        try:
-            layout = self.image_layout()
-            model, data, rgb, channel = self._embedding_job_parts()
-        except SamscopeError as exc:
-            show_error(str(exc))
-            return
-        if layout.n_slices is None:
-            show_error("propagation needs a stack (Z, H, W); this image is 2-D")
-            return
-        if self.candidates is None or self.candidates.z is None:
-            show_error("segment an object on one slice first (click on it), then propagate")
-            return
-        start = self.candidates
-        start_mask, start_logits = start.masks[start.choice], start.logits[start.choice]
-        min_iou, max_steps = self.min_iou_spin.value(), self.max_slices_spin.value() or None
-        self.object_masks = {start.z: start_mask}
-
-        def work():
-            predictor = get_predictor(model)
-
-            def embedding_for(z: int):
-                return self._embedding(model, data, rgb, channel, z)
-
-            steps = iter_propagation(
-                predictor,
-                embedding_for,
-                start.z,
-                start_mask,
-                layout.n_slices,
-                start_logits,
-                min_iou=min_iou,
-                max_steps=max_steps,
-                slice_for=lambda z: image_plane(data, rgb, z, channel),
-            )
-            done = 0
-            while True:
-                with predictor_lock(model):  # held per step so previews can interleave
-                    step = next(steps, None)
-                if step is None:
-                    return done
-                done += 1
-                yield done, layout.n_slices - 1, step
-
-        self._busy("propagating…", layout.n_slices - 1)
-        self._long_worker = jobs.start_generator_job(
-            work, self._on_propagation_step, self._on_propagation_done, "propagation"
-        )
-
-    def _on_propagation_step(self, value: tuple) -> None:
-        done, total, step = value
-        if not self._alive:
-            return
-        self._busy(f"propagating: slice {step.index}", total, done)
-        if step.mask is not None:
-            self.object_masks[step.index] = step.mask
-            self._draw_object()
-
-    def _on_propagation_done(self, result: object) -> None:
-        self._long_worker = None
-        if not self._alive:
-            return
-        ok = jobs.report(result)
-        zs = sorted(k for k in self.object_masks if k is not None)
-        where = f"slices {zs[0]}–{zs[-1]}" if zs else "no slice"
-        self._idle(f"propagated to {where}; C commits" if ok else f"stopped at {where}")
-        self._shown_generation = self._generation
-
-    def cancel(self) -> None:
-        """Stop the running long job at its next step; drop a pending preview."""
-        self._preview_pending = False
-        self._commit_pending = False
-        worker = self._long_worker
-        if worker is not None:
-            worker.quit()
-        self._generation += 1  # a preview still running is ignored when it returns
-        if self._alive:
-            self._idle("cancelled")

@@ -29,3 +29,70 @@ def test_clicks_commit_nuclei_matching_ground_truth(annotator, nuclei, press, qt
     print("IoU per committed nucleus:", np.round(ious, 3))
     assert min(ious) > 0.6 and np.mean(ious) > 0.75
     screenshot(viewer, "napari_annotator")
+
+
+def _wait_preview(qtbot, widget):
+    wait_idle(qtbot, widget)
+    qtbot.waitUntil(lambda: bool(widget.object_masks), timeout=60_000)
+    return widget.object_masks[widget.current_z()]
+
+
+def test_box_prompt_and_negative_click(annotator, nuclei, press, qtbot):
+    viewer, widget = annotator
+    image, gt = nuclei
+    viewer.add_image(image, name="nuclei")
+    ids, sizes = np.unique(gt[gt > 0], return_counts=True)
+    big = ids[np.argmax(sizes)]
+    rows, cols = np.nonzero(gt == big)
+    box = [[rows.min() - 2, cols.min() - 2], [rows.max() + 2, cols.max() + 2]]
+    widget.helper("SAM boxes").add_rectangles(np.array(box, float))
+    mask = _wait_preview(qtbot, widget)
+    box_iou = best_iou(mask, gt)
+    print("box prompt IoU", round(box_iou, 3))
+    assert box_iou > 0.75
+    press(viewer, "x")
+    assert len(widget.helper("SAM boxes").data) == 0 and not widget.object_masks
+
+    # positive clicks on two nuclei give one mask covering both; the same click on the second
+    # nucleus made negative (T) takes it out
+    centroids = {i: np.array(np.nonzero(gt == i)).mean(axis=1) for i in ids}
+    other = min(
+        (i for i in ids if i != big), key=lambda i: np.linalg.norm(centroids[i] - centroids[big])
+    )
+    points = widget.helper("SAM points")
+    points.add([interior_point(gt == big), interior_point(gt == other)])
+    both = _wait_preview(qtbot, widget)
+    cover = lambda m, i: (m & (gt == i)).sum() / (gt == i).sum()  # noqa: E731
+    print("before negative: coverage", cover(both, big), cover(both, other))
+    assert cover(both, big) > 0.7 and cover(both, other) > 0.7
+    points.selected_data = {1}
+    points.remove_selected()
+    press(viewer, "t")
+    assert not widget.positive_mode
+    points.add([interior_point(gt == other)])
+    assert points.features["positive"].tolist() == [True, False]
+    qtbot.waitUntil(lambda: widget._shown_generation == widget._generation, timeout=60_000)
+    after = _wait_preview(qtbot, widget)
+    print("after negative: coverage", cover(after, big), cover(after, other))
+    assert cover(after, other) < 0.2 and cover(after, big) > 0.7
+    screenshot(viewer, "napari_negative_click")
+
+
+def test_ambiguous_click_cycles_masks_and_undo(annotator, nuclei, press, qtbot):
+    viewer, widget = annotator
+    image, gt = nuclei
+    viewer.add_image(image, name="nuclei")
+    ids, sizes = np.unique(gt[gt > 0], return_counts=True)
+    widget.helper("SAM points").add([interior_point(gt == ids[np.argmax(sizes)])])
+    _wait_preview(qtbot, widget)
+    assert len(widget.candidates.masks) == 3
+    first = widget.candidates.choice
+    press(viewer, "n")
+    assert widget.candidates.choice == (first + 1) % 3
+    assert np.array_equal(widget.object_masks[None], widget.candidates.masks[(first + 1) % 3])
+    assert "▶" in widget.mask_label.text()
+    press(viewer, "c")
+    labels = viewer.layers["SAM objects"]
+    assert labels.data.max() == 1
+    press(viewer, "u")
+    assert labels.data.max() == 0

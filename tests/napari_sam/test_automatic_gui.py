@@ -15,7 +15,7 @@ def _recall(labels: np.ndarray, gt: np.ndarray, iou: float = 0.5) -> float:
     ids = [i for i in np.unique(gt) if i > 0]
     for obj in ids:
         gt_mask = gt == obj
-        found, counts = np.unique(labels[gt_mask], return_counts=True)
+        found = np.unique(labels[gt_mask])
         best = 0.0
         for lab in found[found > 0]:
             mask = labels == lab
