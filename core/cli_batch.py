@@ -95,7 +95,8 @@ def add_segment_command(subparsers) -> None:
     )
     amg = parser.add_argument_group("automatic mask generator (official names and defaults)")
     for flag, (dest, kind, default, text) in AMG_OPTIONS.items():
-        amg.add_argument(flag, dest=dest, type=kind, default=default, help=text)
+        metavar = "N" if kind is int else "X"
+        amg.add_argument(flag, dest=dest, type=kind, default=default, metavar=metavar, help=text)
     _image_options(parser)
     scale = parser.add_argument_group("parallel (Dask distributed)").add_mutually_exclusive_group()
     scale.add_argument(
