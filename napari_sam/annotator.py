@@ -23,6 +23,7 @@ from . import jobs
 from .annotation import UndoStack, commit_object, undo_commit
 from .annotator_stack import StackJobsMixin
 from .annotator_ui import build_controls
+from .disk_cache import DISK_CACHES, store_path
 from .embedding_store import SHARED_STORE, plane_digest
 from .image_source import ImageLayout, image_plane, layout_of
 from .models import get_predictor, predictor_lock
@@ -77,6 +78,7 @@ class AnnotatorWidget(StackJobsMixin, QWidget):
         self._helpers: dict[str, object] = {}
         self._watched: set[int] = set()
         self._keyed_image: object | None = None
+        self._disk_target = None
         self._build_ui()
         self._bind_keys(self.viewer)
         self.viewer.layers.events.inserted.connect(self._refresh_layer_choices)
@@ -219,6 +221,7 @@ class AnnotatorWidget(StackJobsMixin, QWidget):
 
     def _on_image_data_changed(self, event: object = None) -> None:
         self._reset_object()  # embeddings are keyed by pixels: edited slices are re-embedded
+        DISK_CACHES.forget()  # its stores re-hash the data and recompute what changed
         self._set_status("image data changed: the preview was cleared")
 
     def _on_layer_removed(self, event: object) -> None:
@@ -297,8 +300,11 @@ class AnnotatorWidget(StackJobsMixin, QWidget):
 
     # ------------------------------------------------------------------------- model work
     def _embedding_job_parts(self) -> tuple[str, object, bool, int | None]:
+        """(model, data, rgb, channel) for a job; also snapshots the disk cache target."""
         layer = self.image_layer()
-        return self.model_combo.currentText(), layer.data, layer.rgb, self.channel
+        model, folder = self.model_combo.currentText(), self.cache_edit.text().strip()
+        self._disk_target = store_path(folder, layer.name, model, self.channel) if folder else None
+        return model, layer.data, layer.rgb, self.channel
 
     def _embedding(self, model: str, data: object, rgb: bool, channel: int | None, z: int | None):
         """In a worker: the embedding of slice z, computed once and kept in the store."""
@@ -308,7 +314,12 @@ class AnnotatorWidget(StackJobsMixin, QWidget):
         if embedding is None:
             predictor = get_predictor(model)
             with predictor_lock(model):
-                embedding = predictor.compute_embedding(plane)
+                if self._disk_target is not None:
+                    embedding = DISK_CACHES.embedding(
+                        self._disk_target, predictor, data, rgb, channel, z
+                    )
+                else:
+                    embedding = predictor.compute_embedding(plane)
             self.store.put(key, embedding)
         return embedding
 

@@ -11,6 +11,7 @@ from qtpy.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
+    QLineEdit,
     QProgressBar,
     QPushButton,
     QSpinBox,
@@ -52,6 +53,9 @@ def build_controls(widget: AnnotatorWidget) -> None:
     form.addRow("model", widget.model_combo)
     form.addRow("channel", widget.channel_spin)
     form.addRow("target labels", widget.labels_combo)
+    widget.cache_edit = QLineEdit()
+    widget.cache_edit.setPlaceholderText("optional folder: keep embeddings on disk (zarr)")
+    form.addRow("cache folder", widget.cache_edit)
     form.addRow(widget.overwrite_check)
     form.addRow("propagation min IoU", widget.min_iou_spin)
     form.addRow("propagation max slices", widget.max_slices_spin)

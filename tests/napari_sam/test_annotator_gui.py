@@ -96,3 +96,29 @@ def test_ambiguous_click_cycles_masks_and_undo(annotator, nuclei, press, qtbot):
     assert labels.data.max() == 1
     press(viewer, "u")
     assert labels.data.max() == 0
+
+
+def test_cache_folder_keeps_embeddings_on_disk(annotator, nuclei, qtbot, tmp_path):
+    from napari_sam.disk_cache import store_path
+    from napari_sam.embedding_store import SHARED_STORE, plane_digest
+    from sam_core.embedding_cache import EmbeddingCache
+
+    viewer, widget = annotator
+    image, gt = nuclei
+    crop = np.ascontiguousarray(image[:128, :160])  # pixels no other test embedded
+    viewer.add_image(crop, name="crop")
+    widget.cache_edit.setText(str(tmp_path))
+    widget.helper("SAM points").add([interior_point(gt[:128, :160] > 0)])
+    _wait_preview(qtbot, widget)
+    path = store_path(tmp_path, "crop", "vit_t", None)
+    assert path.is_dir()
+    in_memory = SHARED_STORE.get((plane_digest(crop), None, "vit_t"))
+    # a later session: the store reopens with matching provenance and gives the same features
+    reopened = EmbeddingCache(path, widget_predictor(), on_mismatch="error").embedding(crop)
+    assert np.array_equal(reopened.features.numpy(), in_memory.features.numpy())
+
+
+def widget_predictor():
+    from napari_sam.models import get_predictor
+
+    return get_predictor("vit_t")
