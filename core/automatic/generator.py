@@ -23,11 +23,12 @@ from threadpoolctl import threadpool_limits
 
 from ..device import Precision
 from ..embedding import ImageEmbedding
-from ..errors import EmbeddingError
+from ..errors import EmbeddingError, ImageError
 from ..image_input import Normalization, as_rgb_uint8_or_float
 from ..modeling.sam import SamModel
 from ..predictor import Predictor
 from ..prompts import build_prompts
+from ..tiling import TiledEmbedding, TileLayout, TileSource, embed_tile
 from .candidates import CandidateCollector, MaskCandidates
 from .grids import CropRegion, crop_regions, tile_regions
 from .nms import box_nms
@@ -140,16 +141,23 @@ class AutomaticMaskGenerator:
         candidates = self.compute_candidates(image, embedding, channels, normalization, progress)
         return self.select(candidates)
 
-    def regions_for(self, image_hw: tuple[int, int]) -> list[CropRegion]:
-        """The crops or tiles this generator embeds for an image of (H, W) pixels."""
-        n = self.points_per_side or 1
+    def tile_layout(self, image_hw: tuple[int, int]) -> TileLayout | None:
+        """How an image of (H, W) pixels is tiled (None: it is embedded whole)."""
         tile_shape = self.tile_shape
         if tile_shape is None and max(image_hw) > self.tiling_threshold:
             tile_shape = (1024, 1024)
-        if tile_shape is not None and (image_hw[0] > tile_shape[0] or image_hw[1] > tile_shape[1]):
-            if self.crop_n_layers:
-                raise ValueError("crop layers and tiling don't combine: set crop_n_layers=0")
-            return tile_regions(image_hw, tile_shape, self.halo, n)
+        if tile_shape is None or (image_hw[0] <= tile_shape[0] and image_hw[1] <= tile_shape[1]):
+            return None
+        if self.crop_n_layers:
+            raise ValueError("crop layers and tiling don't combine: set crop_n_layers=0")
+        return TileLayout.for_shape(image_hw, tile_shape, self.halo)
+
+    def regions_for(self, image_hw: tuple[int, int]) -> list[CropRegion]:
+        """The crops or tiles this generator embeds for an image of (H, W) pixels."""
+        n = self.points_per_side or 1
+        layout = self.tile_layout(image_hw)
+        if layout is not None:
+            return tile_regions(layout, n)
         return crop_regions(
             image_hw,
             n,
@@ -162,7 +170,7 @@ class AutomaticMaskGenerator:
     def compute_candidates(
         self,
         image: np.ndarray,
-        embedding: ImageEmbedding | None = None,
+        embedding: ImageEmbedding | TiledEmbedding | None = None,
         channels: int | Sequence[int] | None = None,
         normalization: Normalization = "auto",
         progress: Progress | None = None,
@@ -170,32 +178,23 @@ class AutomaticMaskGenerator:
         """The expensive pass: every candidate mask above the floors, for `select` to filter.
 
         image: (H, W), (H, W, 3) or (H, W, C) with `channels`, any dtype (as `Predictor`).
-        embedding: the whole image's embedding, if already computed (e.g. from a cache); used
-            when the image is neither cropped nor tiled.
+        embedding: already computed embeddings (e.g. from `EmbeddingCache`): the whole image's
+            `ImageEmbedding` when it is not tiled (crops are still embedded here), or the
+            `TiledEmbedding` with this generator's `tile_layout` when it is.
         progress(done, total): called after each embedding and each decoder batch; raise from
             it to abort.
         """
-        rgb = as_rgb_uint8_or_float(image, channels, normalization)  # normalised once, globally
-        image_hw = rgb.shape[:2]
+        image_hw = _image_hw(image)
+        layout = self.tile_layout(image_hw)
         regions = self.regions_for(image_hw)
+        embed = self._region_embedder(image, embedding, layout, regions, channels, normalization)
         collector = CandidateCollector(image_hw, regions, self.iou_floor, self.stability_floor)
         batches = [self._point_batches(r) for r in regions]
         total = sum(1 + len(b) for b in batches)
         done = 0
         upsamplers: dict[tuple, WindowedUpsampler] = {}
         for index, (region, region_batches) in enumerate(zip(regions, batches, strict=True)):
-            x0, y0, x1, y1 = region.box_xyxy
-            if embedding is not None and len(regions) == 1:
-                if tuple(embedding.original_hw) != tuple(image_hw):
-                    raise EmbeddingError(
-                        f"embedding is of a {embedding.original_hw} image, not {tuple(image_hw)}"
-                    )
-                self.predictor.set_embedding(embedding)
-            else:
-                crop = np.ascontiguousarray(rgb[y0:y1, x0:x1])
-                self.predictor.set_embedding(
-                    self.predictor.compute_embedding(crop, normalization="none")
-                )
+            self.predictor.set_embedding(embed(index))
             done += 1
             if progress is not None:
                 progress(done, total)
@@ -270,6 +269,36 @@ class AutomaticMaskGenerator:
         return [self._record(c, int(i), masks[int(i)], boxes[int(i)], mode) for i in idx]
 
     # ----------------------------------------------------------------------------- helpers
+    def _region_embedder(self, image, embedding, layout, regions, channels, normalization):
+        """A function region index → that region's ImageEmbedding (given, or computed now)."""
+        if layout is not None:
+            if embedding is not None:
+                if not isinstance(embedding, TiledEmbedding) or embedding.layout != layout:
+                    raise EmbeddingError(
+                        "this image is tiled "
+                        f"({len(layout)} tiles of {layout.tile_shape}, halo {layout.halo}): "
+                        "pass a TiledEmbedding with that same layout, or no embedding"
+                    )
+                return lambda i: embedding.embeddings[i]
+            source = TileSource(image, channels, normalization)  # one tile converted at a time
+            return lambda i: embed_tile(self.predictor, source, layout.tiles[i])
+        rgb = as_rgb_uint8_or_float(image, channels, normalization)  # normalised once, globally
+        if embedding is not None and len(regions) == 1:
+            if not isinstance(embedding, ImageEmbedding):
+                raise EmbeddingError("this image is not tiled: pass an ImageEmbedding")
+            if tuple(embedding.original_hw) != tuple(rgb.shape[:2]):
+                raise EmbeddingError(
+                    f"embedding is of a {embedding.original_hw} image, not {rgb.shape[:2]}"
+                )
+            return lambda i: embedding
+
+        def embed_crop(i: int) -> ImageEmbedding:
+            x0, y0, x1, y1 = regions[i].box_xyxy
+            crop = np.ascontiguousarray(rgb[y0:y1, x0:x1])
+            return self.predictor.compute_embedding(crop, normalization="none")
+
+        return embed_crop
+
     def _point_batches(self, region: CropRegion) -> list[np.ndarray]:
         """The region's grid points (image pixels, xy) in batches of points_per_batch."""
         if self.point_grids is not None:
@@ -401,6 +430,13 @@ class AutomaticMaskGenerator:
             "point_coords": [[float(v) for v in c.points_xy[i]]],
             "crop_box": [rx0, ry0, rx1 - rx0, ry1 - ry0],
         }
+
+
+def _image_hw(image: object) -> tuple[int, int]:
+    shape = np.shape(image)
+    if len(shape) < 2:
+        raise ImageError(f"image must be (H, W) or (H, W, C), got shape {shape}")
+    return int(shape[0]), int(shape[1])
 
 
 def _near_region_edge(box, region_box, image_hw) -> bool:

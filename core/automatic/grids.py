@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..tiling import TileLayout
+
 
 @dataclass(frozen=True)
 class CropRegion:
@@ -80,24 +82,13 @@ def crop_regions(
     return regions
 
 
-def tile_regions(
-    image_hw: tuple[int, int],
-    tile_shape: tuple[int, int],
-    halo: tuple[int, int],
-    points_per_side: int,
-) -> list[CropRegion]:
-    """Tiles for large images: each tile's own part (tile_shape, yx pixels) gets a grid of
-    points_per_side² points, and the tile is embedded with `halo` pixels of context on each
-    side (clipped to the image) so objects near a seam are seen whole."""
-    h, w = image_hw
-    th, tw = tile_shape
-    hy, hx = halo
-    if th < 1 or tw < 1 or hy < 0 or hx < 0:
-        raise ValueError(f"bad tiling: tile_shape {tile_shape}, halo {halo}")
+def tile_regions(layout: TileLayout, points_per_side: int) -> list[CropRegion]:
+    """One region per tile of a large image: the tile's outer box (inner box + halo) is
+    embedded, its grid of points_per_side² points covers only the inner box, so every pixel's
+    neighbourhood is prompted once and objects near a seam are seen whole."""
     regions = []
-    for y0 in range(0, h, th):
-        for x0 in range(0, w, tw):
-            inner = (x0, y0, min(x0 + tw, w), min(y0 + th, h))
-            outer = (max(0, x0 - hx), max(0, y0 - hy), min(w, inner[2] + hx), min(h, inner[3] + hy))
-            regions.append(CropRegion(outer, inner, 0, points_per_side))
+    for tile in layout.tiles:
+        iy0, ix0, iy1, ix1 = tile.inner
+        oy0, ox0, oy1, ox1 = tile.outer
+        regions.append(CropRegion((ox0, oy0, ox1, oy1), (ix0, iy0, ix1, iy1), 0, points_per_side))
     return regions

@@ -138,11 +138,14 @@ class ProjectedAttention(nn.Module):
         scale = head_dim**-0.5
         keys = torch.einsum("bthd,hdc->bhtc", k_heads, w_q).reshape(b, heads * t, c) * scale
         key_bias = torch.einsum("bthd,hd->bht", k_heads, self.q_proj.bias.view(heads, head_dim))
-        logits = q @ keys.transpose(1, 2) + key_bias.reshape(b, 1, heads * t) * scale
-        weights = torch.softmax(logits.view(*logits.shape[:2], heads, t), dim=-1)
+        # Logits as (B, heads, T, N): the softmax runs over a non-innermost axis of size T,
+        # which PyTorch vectorises along N (an innermost axis of 7 would run nearly scalar).
+        logits = keys @ q.transpose(1, 2) + key_bias.reshape(b, heads * t, 1) * scale
+        n = logits.shape[-1]
+        weights = torch.softmax(logits.view(b, heads, t, n), dim=2).view(b, heads * t, n)
         w_o = self.out_proj.weight.view(-1, heads, head_dim)  # (C_out, heads, head_dim)
         values = torch.einsum("bthd,ohd->bhto", v_heads, w_o).reshape(b, heads * t, -1)
-        return weights.reshape(*logits.shape) @ values + self.out_proj.bias
+        return weights.transpose(1, 2) @ values + self.out_proj.bias
 
 
 class TokenMLP(nn.Module):

@@ -19,6 +19,7 @@ from sam_core.automatic.postprocess import remove_small_regions
 from sam_core.automatic.windowed_logits import WindowedUpsampler
 from sam_core.image_input import ImageGeometry
 from sam_core.mask_upsampling import upsample_logits
+from sam_core.tiling import TileLayout
 
 
 def test_unit_grid_is_cell_centres_x_fastest():
@@ -41,13 +42,17 @@ def test_crop_layers_cover_the_image_with_overlap():
 
 
 def test_tiles_partition_the_image_and_add_a_clipped_halo():
-    regions = tile_regions((1000, 2100), (512, 1024), (64, 128), 16)
+    layout = TileLayout.for_shape((1000, 2100), (512, 1024), (64, 128))
+    regions = tile_regions(layout, 16)
     inner = np.zeros((1000, 2100), int)
     for r in regions:
         x0, y0, x1, y1 = r.points_box_xyxy
         inner[y0:y1, x0:x1] += 1
         ox0, _, _, oy1 = r.box_xyxy
         assert ox0 == max(0, x0 - 128) and oy1 == min(1000, y1 + 64)
+        points = r.grid_points_xy()
+        assert len(points) == 256
+        assert (points[:, 0] > x0).all() and (points[:, 0] < x1).all()
     assert (inner == 1).all()
     assert len(regions) == 2 * 3
 
