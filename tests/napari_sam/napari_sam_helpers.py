@@ -45,6 +45,7 @@ def screenshot(viewer, name: str) -> Path:
     """Window grab (UI included) into docs/images/<name>.png."""
     DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
     path = DOCS_IMAGES / f"{name}.png"
+    viewer.reset_view()  # the dock widget narrows the canvas after the image was fitted
     viewer.window.screenshot(str(path), canvas_only=False)
     return path
 
