@@ -99,7 +99,7 @@ class MaskDecoder(nn.Module):
         )  # (B, 4, C/8)
         b, c8, uh, uw = upscaled.shape
         pixels = upscaled.permute(0, 2, 3, 1).reshape(b, uh * uw, c8)  # free for channels-last
-        logits = (pixels @ hyper.transpose(1, 2)).transpose(1, 2).reshape(b, -1, uh, uw)
+        logits = (hyper @ pixels.transpose(1, 2)).reshape(b, -1, uh, uw)  # no transposed copy
         return logits, self.iou_prediction_head(iou_token_out)
 
     def share_image_side(

@@ -67,8 +67,9 @@ class ProjectedAttention(nn.Module):
         q: torch.Tensor | Projected,
         k: torch.Tensor | Projected,
         v: torch.Tensor | Projected,
+        residual: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """q: (B, Nq, C), k and v: (B, Nk, C) → (B, Nq, C).
+        """q: (B, Nq, C), k and v: (B, Nk, C) → (B, Nq, C), plus `residual` (B|1, Nq, C) if given.
 
         Any of them may have batch 1 and is then shared by all B (projected once), and any may
         come already projected (`Projected`, e.g. cached per image). When one side has only a
@@ -82,7 +83,7 @@ class ProjectedAttention(nn.Module):
             if self.num_heads * n_q < inner and n_k > n_q:
                 return self._attend_few_queries(q, k, v)
             if self.num_heads * n_k < inner and n_q > n_k:
-                return self._attend_few_keys(q, k, v)
+                return self._attend_few_keys(q, k, v, residual)
         q = q.heads if isinstance(q, Projected) else self.project_q(q).heads
         k = k.heads if isinstance(k, Projected) else self.project_k(k).heads
         v = v.heads if isinstance(v, Projected) else self.project_v(v).heads
@@ -90,7 +91,8 @@ class ProjectedAttention(nn.Module):
         q, k, v = (t.expand(b, -1, -1, -1) if t.shape[0] != b else t for t in (q, k, v))
         out = F.scaled_dot_product_attention(q, k, v)
         nq = out.shape[2]
-        return self.out_proj(out.transpose(1, 2).reshape(b, nq, -1))
+        out = self.out_proj(out.transpose(1, 2).reshape(b, nq, -1))
+        return out if residual is None else residual + out
 
     def _attend_few_queries(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
@@ -120,14 +122,22 @@ class ProjectedAttention(nn.Module):
         out = torch.einsum("bhtc,hdc->bthd", mixed, w_v).reshape(b, t, heads * head_dim)
         return self.out_proj(out + self.v_proj.bias)
 
-    def _attend_few_keys(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def _attend_few_keys(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        residual: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Many queries (N image positions) over few keys (T tokens), queries unprojected.
 
         Per head, (W_q,h y + b_q,h) · k_h = y · (W_q,h^T k_h) + b_q,h · k_h: the query
         projection folds into the T keys (plus a per-key bias). The output projection folds
-        into the values: out = Σ_h P_h (W_o,h v_h) + b_o. Softmax over T keys is explicit (a
-        (B, N, heads, T) tensor), which avoids SDPA's per-head (N x C) outputs.
-        q: (B|1, N, C); k, v: (B, T, C) → (B, N, C).
+        into the values: out = Σ_h P_h (W_o,h v_h) + b_o, and since each head's weights sum
+        to 1, b_o / heads added to every value row is b_o. Softmax over T keys is explicit (a
+        (B, heads, T, N) tensor), which avoids SDPA's per-head (N x C) outputs; the residual
+        is added by the same GEMM (baddbmm), saving two passes over (B, N, C).
+        q: (B|1, N, C); k, v: (B, T, C); residual: (B|1, N, C) or None → (B, N, C).
         """
         b, t, c = k.shape
         heads = self.num_heads
@@ -145,7 +155,10 @@ class ProjectedAttention(nn.Module):
         weights = torch.softmax(logits.view(b, heads, t, n), dim=2).view(b, heads * t, n)
         w_o = self.out_proj.weight.view(-1, heads, head_dim)  # (C_out, heads, head_dim)
         values = torch.einsum("bthd,ohd->bhto", v_heads, w_o).reshape(b, heads * t, -1)
-        return weights.transpose(1, 2) @ values + self.out_proj.bias
+        values = values + self.out_proj.bias / heads
+        if residual is None:
+            return weights.transpose(1, 2) @ values
+        return torch.baddbmm(residual.expand(b, -1, -1), weights.transpose(1, 2), values)
 
 
 class TokenMLP(nn.Module):
@@ -207,7 +220,7 @@ class TwoWayBlock(nn.Module):
         tokens = self.norm2(tokens)
         tokens = self.norm3(tokens + self.mlp(tokens))
 
-        image = image + self.cross_attn_image_to_token(image_keys, tokens + token_pe, tokens)
+        image = self.cross_attn_image_to_token(image_keys, tokens + token_pe, tokens, image)
         return tokens, self.norm4(image)
 
     def share_image_side(self, image: torch.Tensor, image_pe: torch.Tensor) -> SharedImageSide:
