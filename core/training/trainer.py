@@ -255,6 +255,9 @@ def finetune(
         card["history"] = old_card["history"]
         card["baseline_val_miou"] = old_card.get("baseline_val_miou")
         card["seconds_training"] = old_card.get("seconds_training", 0.0)
+        for key in ("epochs_done", "best_epoch"):
+            if key in old_card:
+                card[key] = old_card[key]
         say(f"resuming {out} after epoch {start_epoch}")
 
     embed_predictor = None if encoder_trains else Predictor(model, device=device)
