@@ -200,7 +200,7 @@ class QualityReportPanel(foo.Panel):
         panel.plot(
             "histogram",
             layout={
-                "title": "Mask quality ratings",
+                "title": {"text": "Mask quality ratings"},
                 "barmode": "group",
                 "xaxis": axis,
                 "yaxis": {"title": {"text": "percent of rated masks"}},
@@ -210,7 +210,7 @@ class QualityReportPanel(foo.Panel):
             panel.plot(
                 name,
                 layout={
-                    "title": f"Rating vs {title}",
+                    "title": {"text": f"Rating vs {title}"},
                     "xaxis": {"title": {"text": title}},
                     "yaxis": {**axis, "range": [0.5, 10.5]},
                 },

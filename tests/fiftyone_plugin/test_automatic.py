@@ -88,8 +88,9 @@ def test_apply_model_with_prompt_field_and_automatic(fo_dataset, plugin_ready):
     nuclei.apply_model(model, label_field="sam_apply_boxes", prompt_field="boxes")
     fo_dataset.reload()
     assert nuclei.count("sam_apply_boxes.detections") == nuclei.count("boxes.detections")
+    # measured: every one of the 20 GT nuclei matched at IoU 0.5 from its box
     recall, _ = recall_at(fo_dataset, "sam_apply_boxes", "nuclei", iou=0.5)
-    assert recall > 0.85, recall
+    assert recall > 0.9, recall
 
     one = fo_dataset.match_tags("nuclei").limit(1)
     one.apply_model(model, label_field="sam_apply_auto")

@@ -45,7 +45,7 @@ def test_box_prompts_immediate_match_ground_truth(fo_dataset, plugin_ready):
     assert all(0.0 < v <= 1.5 for v in ious)
     # measured with MobileSAM: mean IoU 0.88 (20 nuclei), 0.94 (7 COCO objects); floors below
     nuclei_iou, n = _mean_iou_vs_gt(fo_dataset, "sam_boxes", "boxes", "nuclei")
-    assert n > 10 and nuclei_iou > 0.75, nuclei_iou
+    assert n == 20 and nuclei_iou > 0.8, nuclei_iou
     coco_iou, _ = _mean_iou_vs_gt(fo_dataset, "sam_boxes", "boxes", "coco")
     assert coco_iou > 0.8, coco_iou
 
@@ -58,8 +58,10 @@ def test_click_prompts_delegated_then_rerun_skips(fo_dataset, plugin_ready):
     assert doc.run_state == "completed", doc.result
     assert doc.result.result["processed"] == len(fo_dataset)
     fo_dataset.reload()
+    # measured: mean IoU 0.88 on the 20 nuclei from one interior click (0.64 on the 7 COCO
+    # objects, where one click is ambiguous, as the paper notes); floor below the nuclei figure
     nuclei_iou, n = _mean_iou_vs_gt(fo_dataset, "sam_clicks", "clicks", "nuclei")
-    assert n > 10 and nuclei_iou > 0.6, nuclei_iou
+    assert n == 20 and nuclei_iou > 0.8, nuclei_iou
     det = fo_dataset.first()["sam_clicks"].detections[0]
     assert det["prompt_type"] == "points" and det["prompt_labels"] == [1]
 

@@ -1,5 +1,7 @@
 """The FiftyOne App, headless, with the mask review panel open: screenshot in Chromium.
 
+Named to run last in the module, after the tests that leave ratings for the report panel.
+
 Set SAMSCOPE_UPDATE_SCREENSHOTS=1 to write docs/images/fiftyone_review_panel.png (and the
 report panel shot); otherwise the pictures go to the test's temporary folder.
 """
