@@ -380,6 +380,12 @@ def add_demo_command(subparsers) -> None:
         help=f"sample image (default {DEMO_SAMPLE})",
     )
     parser.add_argument("--objects", type=int, default=5, help="how many objects (default 5)")
+    parser.add_argument(
+        "--grid",
+        type=int,
+        default=16,
+        help="points per side of the automatic-mask grid (default 16; 0 skips automatic masks)",
+    )
     _add_model_options(parser)
     parser.set_defaults(run=run_demo)
 
@@ -423,6 +429,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     picture = overlay(image, chosen, points_xy, np.ones(len(points_xy)))
     write_png(out / "overlay.png", picture)
+    automatic = _demo_automatic_masks(predictor, image, args.grid, out) if args.grid else None
     summary = {
         "samscope": __version__,
         "model": predictor.model_name,
@@ -435,6 +442,7 @@ def run_demo(args: argparse.Namespace) -> int:
         "seconds": {"load_model": load_s, "set_image": embed_s, "predict_all": predict_s},
         "objects": objects,
         "overlay": "overlay.png",
+        "automatic": automatic,
         "python": platform.python_version(),
     }
     write_bytes(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
@@ -447,8 +455,50 @@ def run_demo(args: argparse.Namespace) -> int:
         f"time     load model {load_s:.2f} s | set_image {embed_s:.2f} s | predict "
         f"{len(points_xy)} objects {predict_s * 1e3:.0f} ms ({per_object:.1f} ms each)"
     )
+    if automatic is not None:
+        _say(
+            f"automatic {automatic['masks']} masks from a {args.grid}x{args.grid} grid in "
+            f"{automatic['seconds']:.1f} s -> {automatic['labels']}, {automatic['overlay']}"
+        )
     _say(f"wrote    {out}/: {len(objects)} masks, overlay.png, summary.json")
     return 0
+
+
+def _demo_automatic_masks(predictor, image: np.ndarray, grid: int, out: Path) -> dict:
+    """Segment everything in `image` (reusing the predictor's embedding); write a label TIFF,
+    an overlay and the records (COCO RLE) to `out`; return a summary."""
+    import tifffile
+    from tqdm import tqdm
+
+    from .automatic import AutomaticMaskGenerator, masks_to_label_image
+    from .overlay import overlay
+
+    amg = AutomaticMaskGenerator(predictor, points_per_side=grid, output_mode="coco_rle")
+    start = time.perf_counter()
+    with tqdm(total=1, desc="automatic masks", unit="step", leave=False) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        candidates = amg.compute_candidates(image, embedding=predictor.embedding, progress=progress)
+    records = amg.select(candidates)
+    seconds = time.perf_counter() - start
+    labels = masks_to_label_image(records, image.shape[:2])
+    tmp = out / ".labels.tif.tmp"
+    tifffile.imwrite(tmp, labels, compression="zlib")
+    tmp.replace(out / "labels.tif")
+    masks = labels[None] == np.arange(1, len(records) + 1)[:, None, None] if records else None
+    write_png(out / "automatic_overlay.png", overlay(image, masks))
+    write_bytes(out / "automatic.json", (json.dumps(records) + "\n").encode())
+    return {
+        "points_per_side": grid,
+        "masks": len(records),
+        "seconds": round(seconds, 2),
+        "labels": "labels.tif",
+        "overlay": "automatic_overlay.png",
+        "records": "automatic.json",
+    }
 
 
 # ----------------------------------------------------------------------------------- main

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 from PIL import Image
 
 from sam_core.cli import main, seed_points
@@ -162,5 +163,12 @@ def test_demo_writes_masks_overlay_and_summary(capsys, tmp_path, mobilesam_check
     assert read_image(out / "overlay.png").shape == (303, 384, 3)
     assert "object" in stdout and "set_image" in stdout
     assert sorted(os.listdir(out)) == [
+        "automatic.json", "automatic_overlay.png", "labels.tif",
         "object_01.png", "object_02.png", "object_03.png", "overlay.png", "summary.json"
     ]  # fmt: skip
+    # automatic masks: the 24 coins are separate objects of the label image
+    labels = tifffile.imread(out / "labels.tif")
+    assert labels.shape == (303, 384) and summary["automatic"]["masks"] == labels.max()
+    coins = np.unique(labels[[45, 125, 195, 265]][:, ::8])  # the four rows of coins
+    assert len(coins[coins > 0]) >= 20
+    assert labels[5, 5] == 0  # the background is not an object
