@@ -33,7 +33,7 @@ from .candidates import CandidateCollector, MaskCandidates
 from .grids import CropRegion, crop_regions, tile_regions
 from .nms import box_nms
 from .postprocess import remove_small_regions
-from .records import OUTPUT_MODES, encode_rle, full_mask
+from .records import OUTPUT_MODES, encode_rle_cropped, full_mask
 from .windowed_logits import WindowedUpsampler
 
 Progress = Callable[[int, int], None]
@@ -417,9 +417,10 @@ class AutomaticMaskGenerator:
         x0, y0, x1, y1 = (int(v) for v in box)
         if mode == "cropped_mask":
             segmentation = local
+        elif mode == "coco_rle":
+            segmentation = encode_rle_cropped(local, (x0, y0, x1, y1), c.image_hw)
         else:
-            full = full_mask(local, (x0, y0, x1, y1), c.image_hw)
-            segmentation = encode_rle(full) if mode == "coco_rle" else full
+            segmentation = full_mask(local, (x0, y0, x1, y1), c.image_hw)
         rx0, ry0, rx1, ry1 = c.regions[int(c.region_index[i])].box_xyxy
         return {
             "segmentation": segmentation,

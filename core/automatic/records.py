@@ -26,6 +26,34 @@ def encode_rle(mask: np.ndarray) -> dict:
     return rle
 
 
+def encode_rle_cropped(
+    local: np.ndarray, box_xyxy: Sequence[int], image_hw: tuple[int, int]
+) -> dict:
+    """COCO RLE of a full (H, W) mask given only its bbox-local part, without building the
+    full mask: the runs of the box's columns (padded to full height), plus the all-zero columns
+    before and after. Same result as `encode_rle(full_mask(...))`; memory is H × box width."""
+    h, w = (int(v) for v in image_hw)
+    x0, y0, x1, y1 = (int(v) for v in box_xyxy)
+    columns = np.zeros((x1 - x0, h), dtype=np.uint8)  # column-major order of the box's columns
+    columns[:, y0:y1] = np.asarray(local, dtype=bool).T
+    flat = columns.ravel()
+    change = np.flatnonzero(np.diff(flat)) + 1
+    bounds = np.concatenate([[0], change, [flat.size]])
+    runs = np.diff(bounds)
+    lead, trail = x0 * h, (w - x1) * h
+    if flat.size == 0 or flat[0]:  # counts start with a (possibly empty) run of zeros
+        counts = [lead, *runs.tolist()]
+    else:
+        counts = [lead + int(runs[0]), *runs[1:].tolist()]
+    if flat.size and not flat[-1]:
+        counts[-1] += trail
+    elif trail:
+        counts.append(trail)
+    rle = mask_utils.frPyObjects({"counts": counts, "size": [h, w]}, h, w)
+    rle["counts"] = rle["counts"].decode("ascii")
+    return rle
+
+
 def decode_segmentation(record: dict, image_hw: tuple[int, int]) -> tuple[np.ndarray, tuple]:
     """A record's mask as (local bool mask, (x0, y0, x1, y1) box) whatever its output mode."""
     seg = record["segmentation"]

@@ -16,6 +16,7 @@ from sam_core.automatic import (
     unit_grid,
 )
 from sam_core.automatic.postprocess import remove_small_regions
+from sam_core.automatic.records import encode_rle_cropped, full_mask
 from sam_core.automatic.windowed_logits import WindowedUpsampler
 from sam_core.image_input import ImageGeometry
 from sam_core.mask_upsampling import upsample_logits
@@ -126,3 +127,20 @@ def test_label_image_is_non_overlapping_and_keeps_nested_objects():
     assert (by_iou[big] == 2).all()
     local, box = decode_segmentation(records[1], (20, 20))
     assert box == (2, 2, 18, 18) and local.all()
+
+
+@pytest.mark.parametrize(
+    "box", [(3, 4, 9, 12), (0, 0, 5, 5), (15, 15, 20, 20), (0, 7, 20, 9), (4, 0, 6, 20)]
+)
+def test_rle_from_a_cropped_mask_equals_the_full_mask_rle(box):
+    rng = np.random.default_rng(sum(box))
+    x0, y0, x1, y1 = box
+    local = rng.random((y1 - y0, x1 - x0)) > 0.4
+    local[0, 0] = local[-1, -1] = True
+    full = full_mask(local, box, (20, 20))
+    assert encode_rle_cropped(local, box, (20, 20)) == encode_rle(full)
+    empty_edges = np.zeros((y1 - y0, x1 - x0), bool)
+    empty_edges[(y1 - y0) // 2, (x1 - x0) // 2] = True
+    assert encode_rle_cropped(empty_edges, box, (20, 20)) == encode_rle(
+        full_mask(empty_edges, box, (20, 20))
+    )
