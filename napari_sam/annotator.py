@@ -277,7 +277,7 @@ class AnnotatorWidget(StackJobsMixin, QWidget):
 
     def _on_prompts_changed(self, event: object = None) -> None:
         action = getattr(event, "action", None)
-        if action is not None and str(action).endswith("ING"):  # adding/removing: not yet
+        if action is not None and str(action).lower().endswith("ing"):  # adding…: not done yet
             return
         self._recolor_points()
         self._generation += 1
@@ -375,7 +375,8 @@ class AnnotatorWidget(StackJobsMixin, QWidget):
             self._commit_pending = False
             return
         generation, candidates = result
-        if generation != self._generation:
+        if generation != self._generation:  # prompts changed meanwhile (e.g. cleared)
+            self._commit_pending = False
             return
         self.candidates = candidates
         self._shown_generation = generation

@@ -35,19 +35,16 @@ def layout_of(shape: tuple[int, ...], rgb: bool, channel: int | None = None) -> 
     core = shape[:-1] if (rgb or channel is not None) else shape
     if channel is not None and not -shape[-1] <= channel < shape[-1]:
         raise ImageError(f"channel {channel} does not exist: the last axis has {shape[-1]}")
+    # e.g. (256, 256, 5): a short last axis after a long one holds channels, not pixels
+    short_last = len(shape) >= 3 and 1 < shape[-1] <= 8 and shape[-2] >= 8 * shape[-1]
+    if not rgb and channel is None and short_last:
+        raise ImageError(
+            f"image of shape {shape} looks like it has {shape[-1]} channels on its last "
+            "axis; choose a channel in the 'channel' box"
+        )
     if len(core) == 2:
-        if not rgb and channel is None and 1 < core[1] <= 8 and core[0] >= 8 * core[1]:
-            raise ImageError(
-                f"image of shape {shape} looks like (H, W, {core[1]}) with channels last; "
-                "choose a channel in the 'channel' box"
-            )
         return ImageLayout(core, None)
     if len(core) == 3:
-        if not rgb and channel is None and 1 < core[2] <= 8 and core[1] >= 8 * core[2]:
-            raise ImageError(
-                f"image of shape {shape} looks like (Z, H, W, {core[2]}) with channels last; "
-                "choose a channel in the 'channel' box"
-            )
         return ImageLayout(core[1:], core[0])
     raise ImageError(
         f"image of shape {shape} has {len(core)} spatial/time axes; samscope handles 2-D "

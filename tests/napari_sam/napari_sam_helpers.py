@@ -45,7 +45,11 @@ def screenshot(viewer, name: str) -> Path:
     """Window grab (UI included) into docs/images/<name>.png."""
     DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
     path = DOCS_IMAGES / f"{name}.png"
-    viewer.reset_view()  # the dock widget narrows the canvas after the image was fitted
+    from qtpy.QtWidgets import QApplication
+
+    QApplication.processEvents()  # let the docked widget settle the canvas size first
+    viewer.reset_view()
+    QApplication.processEvents()
     viewer.window.screenshot(str(path), canvas_only=False)
     return path
 
