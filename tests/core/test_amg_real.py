@@ -139,3 +139,54 @@ def test_tiled_generation_merges_seams_without_duplicates_or_cuts(
     assert found[on_seam & untiled_found].all(), "a nucleus on a seam was lost or cut in two"
     labels = masks_to_label_image(records, image.shape[:2])
     assert labels.max() == len(records)
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_bad_input_and_empty_results(vit_t_model):
+    from sam_core import EmbeddingError, ImageError, Predictor
+
+    predictor = Predictor(vit_t_model)
+    amg = AutomaticMaskGenerator(predictor, points_per_side=4)
+    blank = np.zeros((96, 128), dtype=np.uint16)
+    records = amg.generate(blank)
+    assert records == [] or all(r["area"] < 0.95 * 96 * 128 for r in records)
+    assert masks_to_label_image([], (96, 128)).max() == 0
+    with pytest.raises(ImageError):
+        amg.generate(np.zeros((5, 64, 64, 7), np.uint8))  # a stack where one image is expected
+    with pytest.raises(ImageError):
+        amg.generate(np.full((64, 64), np.nan, np.float32))
+    other = predictor.compute_embedding(np.zeros((64, 80), np.uint8))
+    with pytest.raises(EmbeddingError, match="64, 80"):
+        amg.compute_candidates(blank, embedding=other)
+
+    calls = []
+
+    def stop_after_embedding(done, total):
+        calls.append((done, total))
+        raise _Stop
+
+    with pytest.raises(_Stop):
+        amg.compute_candidates(blank, progress=stop_after_embedding)
+    assert calls == [(1, 2)]  # one embedding + one batch of 16 points; stopped after the first
+
+
+def test_cached_tiled_embedding_gives_the_same_candidates(vit_t_model, shared_dir, read_rgb):
+    from sam_core import Predictor
+    from sam_core.tiling import compute_tiled_embedding
+
+    image = read_rgb(shared_dir / "data" / "dsb2018_fluo_dev" / "images" / "c043d5ac9dd46605.png")
+    predictor = Predictor(vit_t_model)
+    amg = AutomaticMaskGenerator(predictor, points_per_side=4, tile_shape=(160, 256), halo=(32, 0))
+    layout = amg.tile_layout(image.shape[:2])
+    assert len(layout) == 2
+    tiled = compute_tiled_embedding(predictor, image, layout)
+    fresh = amg.compute_candidates(image)
+    cached = amg.compute_candidates(image, embedding=tiled)
+    assert len(fresh) == len(cached) > 0
+    np.testing.assert_array_equal(fresh.boxes_xyxy, cached.boxes_xyxy)
+    np.testing.assert_allclose(fresh.predicted_iou, cached.predicted_iou, atol=1e-5)
+    with pytest.raises(Exception, match="TiledEmbedding"):
+        amg.compute_candidates(image, embedding=tiled.embeddings[0])
