@@ -18,6 +18,13 @@ from qtpy.QtWidgets import (
 )
 
 from sam_core.errors import SamscopeError
+from sam_core.tiling import (
+    TiledEmbedding,
+    TiledPredictor,
+    TileLayout,
+    compute_tiled_embedding,
+    needs_tiling,
+)
 
 from . import jobs
 from .annotation import UndoStack, commit_object, undo_commit
@@ -79,6 +86,8 @@ class AnnotatorWidget(StackJobsMixin, QWidget):
         self._watched: set[int] = set()
         self._keyed_image: object | None = None
         self._disk_target = None
+        # Images with a side above tile_max_side px are embedded in tiles (yx px, + halo).
+        self.tile_max_side, self.tile_shape, self.tile_halo = 2048, (1024, 1024), (256, 256)
         self._build_ui()
         self._bind_keys(self.viewer)
         self.viewer.layers.events.inserted.connect(self._refresh_layer_choices)
@@ -314,7 +323,10 @@ class AnnotatorWidget(StackJobsMixin, QWidget):
         if embedding is None:
             predictor = get_predictor(model)
             with predictor_lock(model):
-                if self._disk_target is not None:
+                if needs_tiling(plane.shape[:2], self.tile_max_side):
+                    layout = TileLayout.for_shape(plane.shape[:2], self.tile_shape, self.tile_halo)
+                    embedding = compute_tiled_embedding(predictor, plane, layout)
+                elif self._disk_target is not None:
                     embedding = DISK_CACHES.embedding(
                         self._disk_target, predictor, data, rgb, channel, z
                     )
@@ -351,8 +363,12 @@ class AnnotatorWidget(StackJobsMixin, QWidget):
             embedding = self._embedding(model, data, rgb, channel, z)
             predictor = get_predictor(model)
             with predictor_lock(model):
-                predictor.set_embedding(embedding)
-                masks, scores, logits = predictor.predict(
+                if isinstance(embedding, TiledEmbedding):  # large image: the prompt's tile
+                    target = TiledPredictor(predictor, embedding)
+                else:
+                    predictor.set_embedding(embedding)
+                    target = predictor
+                masks, scores, logits = target.predict(
                     points=prompts.points_xy if len(prompts.points_xy) else None,
                     labels=prompts.labels if len(prompts.points_xy) else None,
                     box=prompts.box_xyxy,

@@ -66,6 +66,12 @@ class StackJobsMixin:
         if layout.n_slices is None:
             show_error("propagation needs a stack (Z, H, W); this image is 2-D")
             return
+        if max(layout.spatial_hw) > self.tile_max_side:
+            show_error(
+                f"propagation works on slices up to {self.tile_max_side} px a side (untiled); "
+                "crop the stack or segment slice by slice"
+            )
+            return
         if self.candidates is None or self.candidates.z is None:
             show_error("segment an object on one slice first (click on it), then propagate")
             return

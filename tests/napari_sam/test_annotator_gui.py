@@ -122,3 +122,28 @@ def widget_predictor():
     from napari_sam.models import get_predictor
 
     return get_predictor("vit_t")
+
+
+def test_large_image_is_embedded_in_tiles(annotator, nuclei, qtbot):
+    from napari_sam.embedding_store import SHARED_STORE, plane_digest
+    from sam_core.tiling import TiledEmbedding
+
+    viewer, widget = annotator
+    image, gt = nuclei
+    big, big_gt = np.tile(image, (2, 2)), np.tile(gt, (2, 2))
+    big_gt[256:, 256:] += 1000  # the bottom-right copy's nuclei get their own ids
+    big_gt[big_gt == 1000] = 0
+    widget.tile_max_side, widget.tile_shape, widget.tile_halo = 300, (256, 256), (32, 32)
+    viewer.add_image(big, name="tiled")
+    ids, sizes = np.unique(gt[gt > 0], return_counts=True)
+    obj = ids[np.argmax(sizes)] + 1000
+    y, x = interior_point(big_gt == obj)
+    widget.helper("SAM points").add([[y, x]])
+    mask = _wait_preview(qtbot, widget)
+    assert mask.shape == big.shape
+    truth = big_gt == obj
+    iou = (mask & truth).sum() / (mask | truth).sum()
+    print("tiled click IoU", round(iou, 3))
+    assert iou > 0.7
+    embedding = SHARED_STORE.get((plane_digest(big), None, "vit_t"))
+    assert isinstance(embedding, TiledEmbedding) and len(embedding.embeddings) == 4
