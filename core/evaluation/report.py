@@ -54,7 +54,7 @@ def summary_rows(results: Sequence[dict]) -> list[tuple[str, str, float]]:
 
 def to_markdown(rows: Sequence[tuple[str, str, float]]) -> str:
     lines = ["| set | metric | value |", "| --- | --- | ---: |"]
-    lines += [f"| {s} | {m} | {_fmt(v)} |" for s, m, v in rows]
+    lines += [f"| {s} | {m} | {_fmt(v, m)} |" for s, m, v in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -66,10 +66,10 @@ def to_csv(rows: Sequence[tuple[str, str, float]]) -> str:
     return buffer.getvalue()
 
 
-def _fmt(value: float) -> str:
+def _fmt(value: float, metric: str = "") -> str:
     if isinstance(value, int):
         return str(value)
-    return f"{value:.2f}" if abs(value) >= 1.5 else f"{value:.4f}"
+    return f"{value:.2f}" if metric.startswith("NOC") else f"{value:.4f}"
 
 
 def plot_clicks(results: Sequence[dict], path: str | os.PathLike[str]) -> Path | None:
