@@ -257,17 +257,21 @@ def segment_image(image, settings, predictor, job=None, in_stack=None, progress=
 
 
 def _cached_embedding(amg, image, settings, predictor, job, in_stack):
-    """The whole-image embedding from the zarr cache, when the generator embeds it whole."""
+    """The embedding from the zarr cache: the whole image's, or its tiles' with the generator's
+    own tile layout. None when the generator embeds zoomed crops (crop layers)."""
     from .embedding_cache import EmbeddingCache
 
-    if len(amg.regions_for(image.shape[:2])) != 1:
+    layout = amg.tile_layout(image.shape[:2])
+    if layout is None and len(amg.regions_for(image.shape[:2])) != 1:
         return None
+    tiling = {"max_side": 10**9} if layout is None else {"tile_shape": layout.tile_shape}
     cache = EmbeddingCache(
         Path(settings.cache_dir) / f"{job.input.stem}.zarr",
         predictor,
+        halo=amg.halo,
         channels=settings.channels,
         normalization=settings.normalization,
-        max_side=10**9,  # the generator tiles by itself; the cache holds whole images here
+        **tiling,
     )
     if in_stack is None:
         return cache.embedding(image)
