@@ -8,11 +8,9 @@ draws results. Logic without a viewer lives in `annotation`, `prompts`, `image_s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import napari
 import numpy as np
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error
 from qtpy.QtWidgets import (
     QWidget,
 )
@@ -27,44 +25,22 @@ from sam_core.tiling import (
 )
 
 from . import jobs
-from .annotation import UndoStack, commit_object, undo_commit
+from .annotation import UndoStack
+from .annotator_commit import NEW_LABELS, POINTS, CommitMixin
 from .annotator_stack import StackJobsMixin
 from .annotator_ui import build_controls
+from .candidates import Candidates, default_choice
 from .disk_cache import DISK_CACHES, store_path
 from .embedding_store import SHARED_STORE, plane_digest
 from .image_source import ImageLayout, image_plane, layout_of
 from .models import get_predictor, predictor_lock
 from .prompts import SlicePrompts, slice_prompts
 
-POINTS, BOXES, PREVIEW, NEW_LABELS = "SAM points", "SAM boxes", "SAM preview", "SAM objects"
+BOXES, PREVIEW = "SAM boxes", "SAM preview"
 POSITIVE, NEGATIVE = "limegreen", "red"
 
 
-@dataclass
-class Candidates:
-    """The model's answer for the current prompts on one slice.
-
-    masks: (M, H, W) bool; scores: (M,); logits: (M, 256, 256); choice: shown mask index."""
-
-    z: int | None
-    masks: np.ndarray
-    scores: np.ndarray
-    logits: np.ndarray
-    choice: int
-
-
-def default_choice(masks: np.ndarray, scores: np.ndarray, max_fraction: float = 0.9) -> int:
-    """Index of the mask to show first: the best-scoring one that does not cover nearly the
-    whole image (one click on a textured image often also gets a confident full-frame mask).
-    masks: (M, H, W) bool; scores: (M,)."""
-    fractions = masks.reshape(len(masks), -1).mean(axis=1)
-    usable = np.flatnonzero(fractions <= max_fraction)
-    if usable.size == 0:
-        return int(np.argmax(scores))
-    return int(usable[np.argmax(scores[usable])])
-
-
-class AnnotatorWidget(StackJobsMixin, QWidget):
+class AnnotatorWidget(CommitMixin, StackJobsMixin, QWidget):
     """Interactive annotator; construct with the viewer (npe2 passes `napari_viewer`)."""
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
@@ -432,56 +408,3 @@ class AnnotatorWidget(StackJobsMixin, QWidget):
         preview.data = data
         if not self.object_masks:
             self.mask_label.setText("no preview")
-
-    # ----------------------------------------------------------------------- commit/undo
-    def target_labels(self) -> napari.layers.Labels:
-        layout = self.image_layout()
-        name = self.labels_combo.currentText()
-        if name in self.viewer.layers:
-            layer = self.viewer.layers[name]
-            if tuple(layer.data.shape) != layout.labels_shape:
-                raise SamscopeError(
-                    f"labels layer {name!r} has shape {tuple(layer.data.shape)} but the image "
-                    f"needs {layout.labels_shape}; choose another target or '<new: {NEW_LABELS}>'"
-                )
-            return layer
-        layer = self.viewer.add_labels(np.zeros(layout.labels_shape, np.uint32), name=NEW_LABELS)
-        self.labels_combo.setCurrentText(layer.name)
-        return layer
-
-    def commit(self) -> None:
-        """C: write the previewed object into the target labels as a new id."""
-        if self._preview_worker is not None or self._preview_pending:
-            self._commit_pending = True  # commit as soon as the preview is up to date
-            return
-        if not self.object_masks:
-            show_error("nothing to commit: add points or a box first")
-            return
-        try:
-            labels = self.target_labels()
-            record = commit_object(labels.data, self.object_masks, self.overwrite_check.isChecked())
-        except SamscopeError as exc:
-            show_error(str(exc))
-            return
-        self.undo_stack.push((labels, record))
-        labels.refresh()
-        self.clear_prompts()
-        if self.helper(POINTS) is not None:  # keep clicking: new labels layers become active
-            self.viewer.layers.selection.active = self.helper(POINTS)
-        self._set_status(
-            f"committed object {record.label_id} ({record.n_pixels} px) to {labels.name!r}"
-        )
-
-    def undo(self) -> None:
-        """U: take back the last commit."""
-        item = self.undo_stack.pop()
-        if item is None:
-            show_info("nothing to undo")
-            return
-        labels, record = item
-        if labels not in self.viewer.layers:
-            show_error(f"can't undo: the labels layer {labels.name!r} was removed")
-            return
-        undo_commit(labels.data, record)
-        labels.refresh()
-        self._set_status(f"undid object {record.label_id}")
