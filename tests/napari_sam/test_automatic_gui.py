@@ -51,3 +51,20 @@ def test_automatic_widget_finds_nuclei_and_rethresholds_without_model(
     assert 0 < widget.n_objects < before
     areas = np.bincount(viewer.layers["SAM automatic"].data.ravel())[1:]
     assert areas[areas > 0].min() >= widget.min_area_spin.value() * 0.5
+
+
+@pytest.mark.gui
+def test_cancel_stops_the_run_and_writes_nothing(
+    make_napari_viewer, shared_predictor, nuclei, qtbot
+):
+    viewer = make_napari_viewer(show=True)
+    image, _ = nuclei
+    viewer.add_image(image[:128, :128], name="crop")
+    _, widget = viewer.window.add_plugin_dock_widget("samscope", "Automatic segmentation")
+    widget.points_spin.setValue(32)
+    widget.run()
+    widget.cancel()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=180_000)
+    assert widget.candidates is None
+    assert "SAM automatic" not in viewer.layers
+    assert widget.status_label.text() == "stopped"
