@@ -31,6 +31,20 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+def _if_alive(callback: Callable[..., None]) -> Callable[..., None]:
+    """Call `callback`, ignoring the error Qt bindings raise when its widget was deleted
+    (the viewer was closed while the job ran): the result is simply dropped."""
+
+    def call(*args: Any) -> None:
+        try:
+            callback(*args)
+        except RuntimeError as exc:
+            if "has been deleted" not in str(exc):
+                raise
+
+    return call
+
+
 def start_function_job(
     func: Callable[[], Any], on_done: Callable[[Any], None], what: str
 ) -> FunctionWorker:
@@ -43,7 +57,7 @@ def start_function_job(
             return Failure(f"{what} failed: {describe(exc)}")
 
     worker = thread_worker(guarded, start_thread=False)()
-    worker.returned.connect(on_done)
+    worker.returned.connect(_if_alive(on_done))
     worker.start()
     return worker
 
@@ -65,9 +79,9 @@ def start_generator_job(
             return Failure(f"{what} failed: {describe(exc)}")
 
     worker = thread_worker(guarded, start_thread=False)()
-    worker.yielded.connect(on_yield)
-    worker.returned.connect(on_done)
-    worker.aborted.connect(lambda: on_done(None))
+    worker.yielded.connect(_if_alive(on_yield))
+    worker.returned.connect(_if_alive(on_done))
+    worker.aborted.connect(_if_alive(lambda: on_done(None)))
     worker.start()
     return worker
 

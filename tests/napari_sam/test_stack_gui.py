@@ -58,3 +58,25 @@ def test_closing_the_viewer_while_embedding_is_safe(make_napari_viewer, shared_p
     widget.cancel()
     qtbot.waitUntil(lambda: bool(finished), timeout=120_000)
     assert widget._long_worker is None
+
+
+def test_closing_the_whole_viewer_mid_propagation_is_safe(
+    make_napari_viewer, shared_predictor, volume, qtbot
+):
+    viewer = make_napari_viewer(show=True)
+    _, widget = viewer.window.add_plugin_dock_widget("samscope", "Segment Anything")
+    image, gt = volume
+    viewer.add_image(image, name="volume")
+    viewer.dims.set_current_step(0, START)
+    rows, cols = np.nonzero(gt[START] == OBJ)
+    corners = [[START, rows.min(), cols.min()], [START, rows.min(), cols.max()]]
+    corners += [[START, rows.max(), cols.max()], [START, rows.max(), cols.min()]]
+    widget.helper("SAM boxes").add_rectangles(np.array(corners, float))
+    wait_idle(qtbot, widget)
+    qtbot.waitUntil(lambda: START in widget.object_masks, timeout=60_000)
+    widget.propagate()
+    worker = widget._long_worker
+    finished = []
+    worker.finished.connect(lambda: finished.append(True))
+    viewer.close()
+    qtbot.waitUntil(lambda: bool(finished), timeout=120_000)
