@@ -68,3 +68,26 @@ def test_cancel_stops_the_run_and_writes_nothing(
     assert widget.candidates is None
     assert "SAM automatic" not in viewer.layers
     assert widget.status_label.text() == "stopped"
+
+
+@pytest.mark.gui
+@pytest.mark.slow
+def test_automatic_on_a_stack_fills_the_current_slice(
+    make_napari_viewer, shared_predictor, volume, qtbot
+):
+    viewer = make_napari_viewer(show=True)
+    image, _ = volume
+    viewer.add_image(image, name="volume")
+    viewer.dims.set_current_step(0, 17)
+    _, widget = viewer.window.add_plugin_dock_widget("samscope", "Automatic segmentation")
+    widget.points_spin.setValue(8)
+    widget.iou_spin.setValue(0.7)
+    widget.stability_spin.setValue(0.8)
+    widget.run()
+    qtbot.waitUntil(lambda: widget._worker is None, timeout=180_000)
+    qtbot.waitUntil(lambda: widget._select_worker is None, timeout=30_000)
+    labels = viewer.layers["SAM automatic"].data
+    assert labels.shape == image.shape
+    filled = [z for z in range(len(labels)) if labels[z].any()]
+    print("objects", widget.n_objects, "slices", filled)
+    assert filled == [17] and widget.n_objects >= 1
