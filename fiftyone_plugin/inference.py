@@ -17,7 +17,7 @@ import numpy as np
 from sam_core import ImageEmbedding, Predictor, load_model
 from sam_core.image_io import read_image
 
-from .conversion import mask_to_detection
+from .conversion import DISK_MASK_PIXELS, mask_to_detection
 from .prompts import ObjectPrompt
 
 _PREDICTORS: dict[tuple[str, str], Predictor] = {}
@@ -99,6 +99,7 @@ def prompted_detections(
     mask_dir: str | None = None,
     stem: str = "mask",
     filepath: str | None = None,
+    disk_mask_pixels: int = DISK_MASK_PIXELS,
 ) -> fo.Detections:
     """Masks for `prompts` on `image` ((H, W) or (H, W, C), any dtype) as `fo.Detections`
     with ``predicted_iou`` and the prompt that made each mask (``prompt_box`` xyxy px or
@@ -119,7 +120,9 @@ def prompted_detections(
             if prompt.source_id is not None:
                 extra["prompt_id"] = prompt.source_id
             mask_file = None if mask_dir is None else f"{mask_dir}/{stem}_{index:04d}.png"
-            detection = mask_to_detection(mask, prompt.label, mask_file=mask_file, **extra)
+            detection = mask_to_detection(
+                mask, prompt.label, mask_file, disk_mask_pixels=disk_mask_pixels, **extra
+            )
             if detection is not None:
                 detections.append(detection)
     return fo.Detections(detections=detections)

@@ -105,7 +105,12 @@ class SamscopeModel(fom.Model, fom.SamplesMixin):
         height, width = image.shape[:2]
         prompts = prompts_from_label(sample[self.prompt_field], width, height)
         return prompted_detections(
-            self.predictor, image, prompts, mask_dir=self._mask_dir(sample), filepath=filepath
+            self.predictor,
+            image,
+            prompts,
+            mask_dir=self._mask_dir(sample),
+            filepath=filepath,
+            disk_mask_pixels=self.disk_mask_pixels,
         )
 
     def predict_all(self, args, samples=None) -> list[fo.Detections]:
