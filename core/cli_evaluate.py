@@ -76,6 +76,12 @@ def add_evaluate_command(subparsers) -> None:
         "--edge-points", type=int, default=16, help="edge grid points per side (default 16)"
     )
     parser.add_argument(
+        "--edge-matching",
+        choices=("one-to-one", "tolerance"),
+        default="one-to-one",
+        help="BSDS pixel matching: one-to-one (like the benchmark, default) or tolerance only",
+    )
+    parser.add_argument(
         "--amg-points", type=int, default=32, help="automatic-mask grid points per side"
     )
     parser.add_argument(
@@ -160,6 +166,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                     predictor,
                     eval_set,
                     args.edge_points,
+                    one_to_one=args.edge_matching == "one-to-one",
                     progress=_bar(total, f"{eval_set.name} edges"),
                 )
             )

@@ -32,6 +32,7 @@ from skimage.segmentation import find_boundaries
 
 from ..mask_upsampling import upsample_logits
 from ..predictor import Predictor
+from .edge_matching import one_to_one_counts
 
 BSDS_MAX_DIST = 0.0075  # tolerance as a fraction of the image diagonal (BSDS default)
 N_THRESHOLDS = 99
@@ -143,10 +144,15 @@ def thresholds(count: int = N_THRESHOLDS) -> np.ndarray:
 
 
 def boundary_counts(
-    edges: np.ndarray, boundaries: np.ndarray, levels: np.ndarray | None = None
+    edges: np.ndarray,
+    boundaries: np.ndarray,
+    levels: np.ndarray | None = None,
+    one_to_one: bool = False,
 ) -> np.ndarray:
     """Match an (H, W) edge map in [0, 1] against (A, H, W) human boundary maps.
 
+    one_to_one: match pixels one-to-one per annotator (`edge_matching`, closer to the BSDS
+    benchmark, slower) instead of by distance tolerance alone.
     Returns (T, 4) counts per threshold: matched predicted pixels, predicted pixels, matched
     ground-truth pixels (summed over annotators), ground-truth pixels (summed).
     """
@@ -157,6 +163,8 @@ def boundary_counts(
     if boundaries.shape[1:] != edges.shape:
         raise ValueError(f"edge map {edges.shape} and boundaries {boundaries.shape} differ")
     radius = BSDS_MAX_DIST * float(np.hypot(*edges.shape))
+    if one_to_one:
+        return one_to_one_counts(edges, boundaries, levels, radius)
     near_gt = ndimage.distance_transform_edt(~boundaries.any(axis=0)) <= radius
     gt_total = int(boundaries.sum())
     counts = np.zeros((len(levels), 4), dtype=np.int64)

@@ -97,6 +97,16 @@ def test_edge_metrics_constructed():
     half = np.zeros((400, 400), np.float32)
     half[200, 50:200] = 1.0
     assert edge_scores([boundary_counts(half, boundaries)])["ODS"] == pytest.approx(2 / 3, abs=0.02)
+    # a doubled edge against one annotator: tolerance matching counts both lines, one-to-one
+    # matching only one of them
+    double = np.zeros((400, 400), np.float32)
+    double[197, 50:350] = double[203, 50:350] = 1.0
+    one = boundaries[:1]
+    assert edge_scores([boundary_counts(double, one)])["ODS"] == pytest.approx(1.0)
+    strict = edge_scores([boundary_counts(double, one, one_to_one=True)])
+    assert strict["ODS"] == pytest.approx(2 / 3)  # P = 0.5, R = 1
+    exact = edge_scores([boundary_counts(perfect, boundaries, one_to_one=True)])
+    assert exact["ODS"] == pytest.approx(1.0)
     # NMS thins a blurred line to its ridge
     blurred = np.zeros((30, 30), np.float32)
     blurred[14, :], blurred[15, :], blurred[16, :] = 0.5, 1.0, 0.5
@@ -109,6 +119,7 @@ def test_edges_on_one_real_image(predictor, shared_dir):
     result = evaluate_edges(predictor, bsds, points_per_side=4)
     assert 0.2 < result["ODS"] <= 1.0
     assert result["OIS"] >= result["ODS"] - 1e-9
+    assert result["ODS"] <= result["tolerance_matching"]["ODS"] + 1e-9
 
 
 def _tiny_set(root, shared_dir, mismatch=False):
