@@ -11,11 +11,12 @@ Hessian of the smoothed edge map).
 Boundary metrics (`boundary_counts`, `edge_scores`): precision, recall and F over thresholds,
 accumulated like the BSDS500 benchmark (precision counts predicted pixels matched to any
 annotator, recall sums each annotator's matched pixels; tolerance 0.0075 of the image
-diagonal, the benchmark's default). **Simplification:** the benchmark matches pixels
-one-to-one (a bipartite assignment, `correspondPixels`); here a pixel is matched when any pixel
-of the other map lies within the tolerance (distance transforms). With thin (NMS) edge maps
-the two agree closely, but ours can only be higher: a predicted pixel may share a ground-truth
-pixel with a neighbour. ODS: best F of the dataset-wide counts at one threshold; OIS: each
+diagonal, the benchmark's default). Two matchings: ``one_to_one=True`` pairs pixels one-to-one
+per annotator (`edge_matching`, close to the benchmark's `correspondPixels`); the default here is
+the cheaper tolerance matching, where a pixel is matched when any pixel of the other map lies
+within the tolerance (distance transforms). The latter can only score higher: a predicted pixel
+may share a ground-truth pixel with a neighbour (doubled edges all count). `runner` reports both.
+ODS: best F of the dataset-wide counts at one threshold; OIS: each
 image at its own best threshold; AP: area under the (monotone) precision-recall curve;
 R50: the highest recall with precision ≥ 0.5.
 """
