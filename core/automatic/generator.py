@@ -252,7 +252,7 @@ class AutomaticMaskGenerator:
             )
         c = candidates
         h, w = c.image_hw
-        keep = (c.predicted_iou > iou_t) & (c.stability_score >= stab_t) & ~c.near_region_edge
+        keep = (c.predicted_iou > iou_t) & (c.stability_score >= stab_t)
         if max_frac is not None:
             keep &= c.areas < max_frac * h * w
         idx = np.flatnonzero(keep)
@@ -261,7 +261,7 @@ class AutomaticMaskGenerator:
             layers = np.array([c.regions[r].layer for r in c.region_index[idx]], dtype=np.float64)
             scores = layers * 10.0 + c.predicted_iou[idx]  # most zoomed-in first, then IoU
             idx = idx[box_nms(c.boxes_xyxy[idx], scores, crop_nms_t)]
-        masks = {int(i): c.masks[i] for i in idx}
+        masks = {int(i): c.mask(int(i)) for i in idx}  # unpacked for the survivors only
         boxes = {int(i): c.boxes_xyxy[i] for i in idx}
         if min_area > 0 and len(idx):
             idx, masks, boxes = self._postprocess(c, idx, masks, boxes, min_area, nms_t)
@@ -367,15 +367,16 @@ class AutomaticMaskGenerator:
             x0 + window.x0 + c1,
             y0 + window.y0 + r1,
         )
+        if _near_region_edge(box, region.box_xyxy, image_hw):
+            return  # cut off by an inner crop/tile border: never selected, so never stored
         collector.add(
-            np.ascontiguousarray(local_mask),
+            local_mask,
             box,
             int(np.count_nonzero(local_mask)),
             iou,
             float(stability),
             point_xy,
             region_index,
-            _near_region_edge(box, region.box_xyxy, image_hw),
         )
 
     @staticmethod

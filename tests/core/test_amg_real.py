@@ -179,7 +179,7 @@ def test_cached_tiled_embedding_gives_the_same_candidates(vit_t_model, shared_di
 
     image = read_rgb(shared_dir / "data" / "dsb2018_fluo_dev" / "images" / "c043d5ac9dd46605.png")
     predictor = Predictor(vit_t_model)
-    amg = AutomaticMaskGenerator(predictor, points_per_side=4, tile_shape=(160, 256), halo=(32, 0))
+    amg = AutomaticMaskGenerator(predictor, points_per_side=8, tile_shape=(128, 256), halo=(48, 0))
     layout = amg.tile_layout(image.shape[:2])
     assert len(layout) == 2
     tiled = compute_tiled_embedding(predictor, image, layout)
