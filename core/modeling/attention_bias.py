@@ -31,6 +31,45 @@ def relative_position_table(rel_pos: torch.Tensor, q_size: int, k_size: int) -> 
     return rel_pos[offsets.long()]
 
 
+def rel_pos_terms(
+    q_grid: torch.Tensor, table_h: torch.Tensor, table_w: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The row and column parts of the bias for every query, before they are broadcast.
+
+    q_grid: (B, heads, H, W, C) queries before the 1/sqrt(C) scaling.
+    table_h: (H, H, C), table_w: (W, W, C) from `relative_position_table`.
+    Returns (B, heads, H, W, kH) = q · R_h[y - ky] and (B, heads, H, W, kW) = q · R_w[x - kx],
+    both contiguous. Each is one batched matmul over the whole grid (batched by query row,
+    resp. column), so a chunked caller pays no per-chunk einsum and layout copies.
+    """
+    b, n_heads, h, w, c = q_grid.shape
+    by_row = q_grid.permute(2, 0, 1, 3, 4).reshape(h, b * n_heads * w, c)
+    bias_h = torch.bmm(by_row, table_h.transpose(1, 2))  # (H, B*heads*W, kH)
+    bias_h = bias_h.view(h, b, n_heads, w, h).permute(1, 2, 0, 3, 4).contiguous()
+    by_col = q_grid.permute(3, 0, 1, 2, 4).reshape(w, b * n_heads * h, c)
+    bias_w = torch.bmm(by_col, table_w.transpose(1, 2))  # (W, B*heads*H, kW)
+    bias_w = bias_w.view(w, b, n_heads, h, w).permute(1, 2, 3, 0, 4).contiguous()
+    return bias_h, bias_w
+
+
+def broadcast_rel_pos_bias(
+    bias_h: torch.Tensor, bias_w: torch.Tensor, rows: slice, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Additive attention bias for the queries in grid rows `rows`, from `rel_pos_terms`.
+
+    Returns (B, heads, R*W, H*W) for the R rows, keys in row-major (y, x) order, written into
+    `out` (contiguous, reused across calls to avoid large fresh allocations) when given.
+    """
+    b, n_heads, _, w, kh = bias_h.shape
+    kw = bias_w.shape[-1]
+    part_h, part_w = bias_h[:, :, rows], bias_w[:, :, rows]
+    r = part_h.shape[2]
+    if out is None:
+        out = bias_h.new_empty(b, n_heads, r * w, kh * kw)
+    torch.add(part_h[..., :, None], part_w[..., None, :], out=out.view(b, n_heads, r, w, kh, kw))
+    return out
+
+
 def decomposed_rel_pos_bias(
     q_grid: torch.Tensor,
     table_h: torch.Tensor,
@@ -38,19 +77,11 @@ def decomposed_rel_pos_bias(
     rows: slice,
     out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Additive attention bias for the queries in grid rows `rows`.
+    """Additive attention bias (B, heads, R*W, H*W) for the queries in grid rows `rows`.
 
-    q_grid: (B, heads, H, W, C) queries before the 1/sqrt(C) scaling.
-    table_h: (H, H, C), table_w: (W, W, C) from `relative_position_table`.
-    Returns (B, heads, R*W, H*W) for the R rows, keys in row-major (y, x) order, written into
-    `out` (contiguous, reused across calls to avoid large fresh allocations) when given.
+    q_grid: (B, heads, H, W, C) queries before the 1/sqrt(C) scaling; tables as in
+    `rel_pos_terms`. For several row chunks, call `rel_pos_terms` once and
+    `broadcast_rel_pos_bias` per chunk instead.
     """
-    b, n_heads, h, w, _ = q_grid.shape
-    q_rows = q_grid[:, :, rows]
-    r = q_rows.shape[2]
-    bias_h = torch.einsum("bnyxc,ykc->bnyxk", q_rows, table_h[rows])  # (B, heads, R, W, kH)
-    bias_w = torch.einsum("bnyxc,xkc->bnyxk", q_rows, table_w)  # (B, heads, R, W, kW)
-    if out is None:
-        out = q_grid.new_empty(b, n_heads, r * w, h * w)
-    torch.add(bias_h[..., :, None], bias_w[..., None, :], out=out.view(b, n_heads, r, w, h, w))
-    return out
+    bias_h, bias_w = rel_pos_terms(q_grid[:, :, rows], table_h[rows], table_w)
+    return broadcast_rel_pos_bias(bias_h, bias_w, slice(None), out)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .attention_bias import decomposed_rel_pos_bias, relative_position_table
+from .attention_bias import broadcast_rel_pos_bias, rel_pos_terms, relative_position_table
 from .common import FeedForward, encoder_neck
 
 # Upper bound for one chunk of the additive attention bias (bytes). Global attention over 64x64
@@ -47,10 +47,11 @@ class ViTAttention(nn.Module):
         table_h = relative_position_table(self.rel_pos_h, h, h).to(q.dtype)
         table_w = relative_position_table(self.rel_pos_w, w, w).to(q.dtype)
         q_grid = q.view(b, self.num_heads, h, w, head_dim)
+        bias_h, bias_w = rel_pos_terms(q_grid, table_h, table_w)
         bytes_per_row = b * self.num_heads * w * n * q.element_size()
         rows_per_chunk = max(1, min(h, _MAX_BIAS_BYTES // bytes_per_row))
         if rows_per_chunk == h:
-            bias = decomposed_rel_pos_bias(q_grid, table_h, table_w, slice(0, h))
+            bias = broadcast_rel_pos_bias(bias_h, bias_w, slice(0, h))
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         else:
             out = torch.empty_like(q)
@@ -58,7 +59,7 @@ class ViTAttention(nn.Module):
             for y0 in range(0, h, rows_per_chunk):
                 y1 = min(h, y0 + rows_per_chunk)
                 bias = buffer[:, :, : (y1 - y0) * w]
-                decomposed_rel_pos_bias(q_grid, table_h, table_w, slice(y0, y1), out=bias)
+                broadcast_rel_pos_bias(bias_h, bias_w, slice(y0, y1), out=bias)
                 tokens = slice(y0 * w, y1 * w)
                 out[:, :, tokens] = F.scaled_dot_product_attention(
                     q[:, :, tokens], k, v, attn_mask=bias
