@@ -1,0 +1,518 @@
+"""The "Fine-tune" dock widget: train SAM on the Labels an analyst committed.
+
+Pick an image layer and the Labels layer of its objects (e.g. `SAM objects`, written by the
+Segment Anything widget). A 2-D image, or each slice of a stack with at least one object,
+becomes one `sam_core.evaluation.datasets.Sample`; some are held out for validation, and
+`sam_core.training.finetune` runs in a worker with a progress bar, its log lines and Cancel
+(between steps; every finished epoch is saved, so Start with Resume continues). The output
+folder gets `model.pth` (+ best.pth, the model.json card, resume.pth); "Use in Segment
+Anything" makes the annotator segment with it. The widget only turns layers into samples and
+its controls into a `FinetuneConfig`. The Labels layer is only read (copied at Start).
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import napari
+import numpy as np
+from napari.utils.notifications import show_error
+from qtpy.QtCore import QObject, Signal
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+    QWidget,
+)
+
+from sam_core import DEFAULT_MODEL, Predictor, list_models, load_model
+from sam_core.errors import ImageError, OutputError, SamscopeError
+from sam_core.evaluation.datasets import Sample, check_has_objects, check_label_image
+from sam_core.training import TRAINABLE, FinetuneConfig, finetune, split_samples
+
+from . import jobs
+from .embedding_store import SHARED_STORE
+from .image_source import image_plane, layout_of
+from .models import use_predictor
+
+PREVIEW = "SAM preview"  # the annotator's helper layer: a preview, never training labels
+MODEL_FILE = "model.pth"  # = sam_core.training.checkpointing.MODEL_FILE
+ENCODER_TRAINS = ("partial", "all")
+
+
+class _Cancelled(Exception):
+    """Raised from finetune's callbacks after Cancel; `at_epoch_end`: raised after a save."""
+
+    def __init__(self, at_epoch_end: bool) -> None:
+        super().__init__("cancelled")
+        self.at_epoch_end = at_epoch_end
+
+
+class _Relay(QObject):
+    """Carries ("log", line) and ("progress", done, total) from the worker thread to the GUI
+    thread (a queued connection: the widget lives in the GUI thread)."""
+
+    message = Signal(tuple)
+
+
+@dataclass(frozen=True)
+class _Stopped:
+    """A run that ended on Cancel (not an error)."""
+
+    message: str
+
+
+# ------------------------------------------------------------------- layers → samples
+@dataclass(frozen=True)
+class LabelledPlanes:
+    """What Start takes from the layers (GUI thread): the image data (read in the worker,
+    never written) and copies of the labelled planes' instance ids (z None: a 2-D image)."""
+
+    image_name: str
+    data: object
+    rgb: bool
+    channel: int | None
+    planes: tuple[tuple[int | None, np.ndarray], ...]
+
+    def samples(self) -> list[Sample]:
+        """One Sample per labelled plane (reads the image planes: call from a worker)."""
+        return [
+            Sample(
+                self.image_name if z is None else f"{self.image_name}[z={z}]",
+                image_plane(self.data, self.rgb, z, self.channel),
+                label_image=label,
+            )
+            for z, label in self.planes
+        ]
+
+
+def labelled_planes(
+    image: napari.layers.Image | None, labels: napari.layers.Labels | None, channel: int | None
+) -> LabelledPlanes:
+    """Check the pair and copy the labels of every plane that holds an object.
+
+    Raises ImageError with a message for the user: no layer, shapes that differ, no object.
+    """
+    if image is None:
+        raise ImageError("no image layer: open or add the image you annotated first")
+    if labels is None:
+        raise ImageError(
+            "no labels layer: commit objects with the Segment Anything widget (or paint them "
+            "in a Labels layer) first"
+        )
+    if getattr(image, "multiscale", False):
+        raise ImageError(f"image {image.name!r} is multiscale; fine-tuning needs a plain array")
+    layout = layout_of(image.data.shape, image.rgb, channel)
+    if tuple(labels.data.shape) != layout.labels_shape:
+        axes = "H, W" if layout.n_slices is None else "Z, H, W"
+        raise ImageError(
+            f"labels {labels.name!r} have shape {tuple(labels.data.shape)} but image "
+            f"{image.name!r} needs labels of shape {layout.labels_shape} ({axes}): choose the "
+            "Labels layer drawn on this image"
+        )
+    planes = []
+    for z in [None] if layout.n_slices is None else range(layout.n_slices):
+        label = np.array(labels.data if z is None else labels.data[z])  # a copy
+        if not label.any():
+            continue
+        where = labels.name if z is None else f"labels {labels.name!r}, slice {z}"
+        label = check_label_image(label, layout.spatial_hw, where)
+        check_has_objects(label, where)
+        planes.append((z, label))
+    if not planes:
+        raise ImageError(
+            f"labels {labels.name!r} have no objects: commit some with the Segment Anything "
+            "widget (or paint them) before fine-tuning"
+        )
+    return LabelledPlanes(image.name, image.data, image.rgb, channel, tuple(planes))
+
+
+def validation_count(n_samples: int, requested: int | None) -> int:
+    """How many samples to hold out: `requested`, or None for 20 % (at least 1); 0 with one
+    sample. Raises ImageError when it leaves nothing to train on."""
+    if n_samples < 2:
+        return 0
+    count = max(1, n_samples // 5) if requested is None else requested
+    if count >= n_samples:
+        raise ImageError(
+            f"cannot hold out {count} of {n_samples} labelled images for validation: at most "
+            f"{n_samples - 1}"
+        )
+    return count
+
+
+def split_note(n_train: int, n_val: int) -> str:
+    images = f"{n_train} labelled image{'s' if n_train > 1 else ''}"
+    if n_val:
+        return f"{images} for training, {n_val} held out for validation"
+    if n_train == 1:
+        return "1 labelled image: training without validation (no before/after mIoU)"
+    return f"{images}, none held out: training without validation"
+
+
+def writable_folder(text: str) -> Path:
+    """The output folder, created if needed; OutputError if it can't be written to."""
+    if not text.strip():
+        raise OutputError("choose an output folder for the fine-tuned weights")
+    folder = Path(text.strip()).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write to the output folder {folder}: {exc.strerror or exc}; choose another"
+        ) from exc
+    return folder
+
+
+def cancel_message(step: int | None, total: int, epochs: int, at_epoch_end: bool, out) -> str:
+    """What a cancelled run left in `out` (finetune saves after each epoch)."""
+    if step is None:
+        return f"cancelled before the first training step; nothing new was written to {out}"
+    per_epoch = max(1, total // max(epochs, 1))
+    saved = step // per_epoch if at_epoch_end else (step - 1) // per_epoch
+    if saved == 0:
+        return f"cancelled after step {step} of {total}, before epoch 1 was saved"
+    return (
+        f"cancelled after step {step} of {total}; {saved} epoch(s) are saved in {out}: resume "
+        f"with the same folder (Resume ticked, same settings) to continue from epoch {saved + 1}"
+    )
+
+
+def miou_summary(card: dict) -> str:
+    """Before/after validation 1-point mIoU from a finetune card, as one line."""
+    history = card.get("history") or []
+    if not history:
+        return "no epoch was trained: the folder's run already has them all (raise epochs)"
+    epochs = f"{len(history)} epoch{'s' if len(history) > 1 else ''}"
+    n_val = len(card.get("data", {}).get("val_images", []))
+    before, after = card.get("baseline_val_miou"), history[-1]["val_miou"]
+    if not n_val or after is None or math.isnan(after):
+        return f"trained {epochs}; no validation images, so no mIoU"
+    before_text = "?" if before is None or math.isnan(before) else f"{before:.3f}"
+    return (
+        f"validation 1-point mIoU: {before_text} before → {after:.3f} after {epochs} "
+        f"({n_val} held-out image{'s' if n_val > 1 else ''})"
+    )
+
+
+# ---------------------------------------------------------------------------- widget
+class FinetuneWidget(QWidget):
+    """Fine-tune a model on an image + Labels pair; npe2 passes `napari_viewer`."""
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.card: dict | None = None  # of the last finished run
+        self.model_path: Path | None = None
+        self._worker = None
+        self._stop = threading.Event()  # Cancel: checked by the worker between steps
+        self._alive = True
+        self._relay = _Relay()
+        self._relay.message.connect(self._on_message)
+        self._build_ui()
+        self.viewer.layers.events.inserted.connect(self._refresh_layers)
+        self.viewer.layers.events.removed.connect(self._refresh_layers)
+        self.destroyed.connect(self._on_destroyed)
+        self._refresh_layers()
+
+    def _build_ui(self) -> None:
+        self.image_combo, self.labels_combo = QComboBox(), QComboBox()
+        self.channel_spin = _spin(-1, 63, -1, special="auto")
+        self.model_combo = QComboBox()
+        self.model_combo.setEditable(True)  # a checkpoint path (e.g. an earlier model.pth)
+        self.model_combo.addItems([m.name for m in list_models()])
+        self.model_combo.setCurrentText(DEFAULT_MODEL)
+        self.trainable_combo = QComboBox()
+        self.trainable_combo.addItems(TRAINABLE)
+        self.trainable_combo.setToolTip(
+            "decoder: fast, runs on a CPU (embeddings computed once); partial / all also "
+            "train the image encoder (needs a GPU)"
+        )
+        self.epochs_spin = _spin(1, 10_000, 10)
+        self.lr_spin = QDoubleSpinBox()
+        self.lr_spin.setDecimals(6)
+        self.lr_spin.setRange(1e-6, 1e-2)
+        self.lr_spin.setSingleStep(1e-5)
+        self.lr_spin.setValue(1e-4)
+        self.val_spin = _spin(-1, 10_000, -1, special="auto (20 %)")
+        self.objects_spin = _spin(1, 256, 16)
+        self.point_rounds_spin = _spin(0, 32, 8)
+        self.refine_rounds_spin = _spin(0, 32, 2)
+        self.flips_check = QCheckBox("also train on left-right mirrored images")
+        self.out_edit = QLineEdit()
+        self.out_edit.setPlaceholderText("folder for model.pth, model.json, resume.pth")
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(lambda: self._browse())
+        out_row = QHBoxLayout()
+        out_row.addWidget(self.out_edit)
+        out_row.addWidget(browse)
+        self.resume_check = QCheckBox("resume an earlier run in this folder")
+        self.resume_check.setChecked(True)
+        form = QFormLayout()
+        for label, widget in (
+            ("image", self.image_combo),
+            ("channel", self.channel_spin),
+            ("labels", self.labels_combo),
+            ("base model", self.model_combo),
+            ("trainable", self.trainable_combo),
+            ("epochs", self.epochs_spin),
+            ("learning rate", self.lr_spin),
+            ("validation images", self.val_spin),
+            ("objects per step", self.objects_spin),
+            ("point rounds", self.point_rounds_spin),
+            ("mask-only rounds", self.refine_rounds_spin),
+        ):
+            form.addRow(label, widget)
+        form.addRow(self.flips_check)
+        form.addRow("output folder", out_row)
+        form.addRow(self.resume_check)
+        self.start_button, self.cancel_button = QPushButton("Start"), QPushButton("Cancel")
+        self.start_button.clicked.connect(lambda: self.start())
+        self.cancel_button.clicked.connect(lambda: self.cancel())
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.cancel_button)
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+        self.status_label = QLabel("choose the image, its labels and an output folder")
+        self.status_label.setWordWrap(True)
+        self.log_box = QPlainTextEdit()
+        self.log_box.setReadOnly(True)
+        self.log_box.setMaximumBlockCount(2000)
+        self.result_label = QLabel("")
+        self.result_label.setWordWrap(True)
+        self.path_edit = QLineEdit()
+        self.path_edit.setReadOnly(True)
+        self.path_edit.setPlaceholderText("the fine-tuned model.pth appears here")
+        self.use_button = QPushButton("Use in Segment Anything")
+        self.use_button.setEnabled(False)
+        self.use_button.clicked.connect(lambda: self.use_in_annotator())
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        for child in (self.progress, self.status_label, self.log_box, self.result_label):
+            layout.addWidget(child)
+        layout.addWidget(self.path_edit)
+        layout.addWidget(self.use_button)
+
+    def _browse(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Output folder", self.out_edit.text())
+        if folder:
+            self.out_edit.setText(folder)
+
+    def _refresh_layers(self, event: object = None) -> None:
+        if not self._alive:
+            return
+        layers = self.viewer.layers
+        images = [ly.name for ly in layers if isinstance(ly, napari.layers.Image)]
+        labels = [
+            ly.name for ly in layers if isinstance(ly, napari.layers.Labels) and ly.name != PREVIEW
+        ]
+        for combo, names in ((self.image_combo, images), (self.labels_combo, labels)):
+            current = combo.currentText()
+            combo.clear()
+            combo.addItems(names)
+            if current in names:
+                combo.setCurrentText(current)
+            elif "SAM objects" in names:  # what the annotator commits to by default
+                combo.setCurrentText("SAM objects")
+
+    def _layer(self, combo: QComboBox, kind: type) -> object | None:
+        name = combo.currentText()
+        layer = self.viewer.layers[name] if name in self.viewer.layers else None  # noqa: SIM401
+        return layer if isinstance(layer, kind) else None
+
+    def _on_destroyed(self, *_: object) -> None:
+        self._alive = False
+        self._stop.set()
+
+    def _set_status(self, text: str) -> None:
+        if self._alive:
+            self.status_label.setText(text)
+
+    def _append_log(self, line: str) -> None:
+        if self._alive:
+            self.log_box.appendPlainText(line)
+
+    # ---------------------------------------------------------------------------- run
+    def config(self) -> FinetuneConfig:
+        return FinetuneConfig(
+            epochs=self.epochs_spin.value(),
+            lr=self.lr_spin.value(),
+            trainable=self.trainable_combo.currentText(),
+            objects_per_step=self.objects_spin.value(),
+            point_rounds=self.point_rounds_spin.value(),
+            refine_rounds=self.refine_rounds_spin.value(),
+            flips=self.flips_check.isChecked(),
+        )
+
+    def start(self) -> None:
+        """Check the input, snapshot the labels, and run `finetune` in a worker."""
+        if self._worker is not None:
+            show_error("fine-tuning is already running; wait or press Cancel")
+            return
+        channel = None if self.channel_spin.value() < 0 else self.channel_spin.value()
+        labels_layer = self._layer(self.labels_combo, napari.layers.Labels)
+        try:
+            planes = labelled_planes(
+                self._layer(self.image_combo, napari.layers.Image), labels_layer, channel
+            )
+            requested = None if self.val_spin.value() < 0 else self.val_spin.value()
+            n_val = validation_count(len(planes.planes), requested)
+            out = writable_folder(self.out_edit.text())
+        except SamscopeError as exc:
+            show_error(str(exc))
+            self._set_status(str(exc))
+            return
+        config, base = self.config(), self.model_combo.currentText().strip()
+        resume = self.resume_check.isChecked()
+        data_info = {"napari_image": planes.image_name, "napari_labels": labels_layer.name}
+        self._stop.clear()
+        seen: dict[str, int | None] = {"step": None, "total": 0}
+
+        def emit(kind: str, *value: object) -> None:
+            self._relay.message.emit((kind, *value))
+
+        def progress(done: int, total: int) -> None:
+            seen.update(step=done, total=total)
+            emit("progress", done, total)
+            if self._stop.is_set():
+                raise _Cancelled(at_epoch_end=False)
+
+        def log(line: str) -> None:
+            emit("log", line)
+            if self._stop.is_set():  # finetune logs after each epoch's save
+                raise _Cancelled(at_epoch_end=True)
+
+        def work():
+            samples = planes.samples()
+            train, val = split_samples(samples, n_val) if n_val else (samples, [])
+            emit("log", split_note(len(train), len(val)))
+            emit("log", f"loading the base model {base or DEFAULT_MODEL}")
+            model = load_model(base or DEFAULT_MODEL, device="cpu")
+            if self._stop.is_set():
+                return _Stopped(cancel_message(None, 0, config.epochs, False, out))
+            frozen = config.trainable not in ENCODER_TRAINS
+            emit("log", "embedding the images once (frozen encoder)" if frozen else "training")
+            try:
+                card = finetune(
+                    model, train, val, out, config, data_info, resume, progress=progress, log=log
+                )
+            except _Cancelled as stop:
+                message = cancel_message(
+                    seen["step"], seen["total"], config.epochs, stop.at_epoch_end, out
+                )
+                return _Stopped(message)
+            path = out / MODEL_FILE
+            _register(model, path, encoder_trained=not frozen)
+            return card, path
+
+        self.card, self.model_path = None, None
+        self.use_button.setEnabled(False)
+        self.result_label.setText("")
+        self.path_edit.clear()
+        self.log_box.clear()
+        self.progress.setVisible(True)
+        self.progress.setRange(0, 0)
+        self.start_button.setEnabled(False)
+        self._set_status("loading the model and embedding the images…")
+        self._worker = jobs.start_function_job(work, self._on_done, "fine-tuning")
+
+    def _on_message(self, value: tuple) -> None:
+        if not self._alive:
+            return
+        if value[0] == "log":
+            self._append_log(value[1])
+        else:
+            done, total = value[1], value[2]
+            self.progress.setRange(0, total)
+            self.progress.setValue(done)
+            self._set_status(f"training: step {done} of {total}")
+
+    def _on_done(self, result: object) -> None:
+        self._worker = None
+        if not self._alive:
+            return
+        self.progress.setVisible(False)
+        self.start_button.setEnabled(True)
+        if isinstance(result, _Stopped):
+            self._append_log(result.message)
+            self._set_status(result.message)
+            return
+        if isinstance(result, jobs.Failure):
+            self._append_log(result.message)
+            self._set_status(result.message)
+        if not jobs.report(result):
+            return
+        self.card, self.model_path = result
+        self.result_label.setText(miou_summary(self.card))
+        self.path_edit.setText(str(self.model_path))
+        self.use_button.setEnabled(True)
+        if self.model_combo.findText(str(self.model_path)) < 0:
+            self.model_combo.addItem(str(self.model_path))  # a base for another round
+        self._set_status(
+            f"done: {self.model_path} (load it with load_model or pick it in the Segment "
+            "Anything widget's model box)"
+        )
+
+    def cancel(self) -> None:
+        """Stop at the next training step (the epochs already finished stay saved)."""
+        self._stop.set()
+        if self._alive:
+            self._set_status("cancelling at the next step…" if self._worker else "idle")
+
+    def use_in_annotator(self) -> None:
+        """Select the fine-tuned model in the Segment Anything widget (opened if needed) and
+        list it in the Automatic segmentation widget's model box."""
+        if self.model_path is None:
+            show_error("no fine-tuned model yet: press Start first")
+            return
+        from .annotator import AnnotatorWidget
+        from .automatic_widget import AutomaticWidget
+
+        docked = list(self.viewer.window.dock_widgets.values())
+        if not any(isinstance(w, AnnotatorWidget) for w in docked):
+            _, annotator = self.viewer.window.add_plugin_dock_widget("samscope", "Segment Anything")
+            docked.append(annotator)
+        path = str(self.model_path)
+        for widget in docked:
+            if isinstance(widget, (AnnotatorWidget, AutomaticWidget)):
+                if widget.model_combo.findText(path) < 0:
+                    widget.model_combo.addItem(path)
+                if isinstance(widget, AnnotatorWidget):
+                    widget.model_combo.setCurrentText(path)
+        self._set_status(f"the Segment Anything widget now uses {path}")
+
+
+def _register(model, path: Path, encoder_trained: bool) -> None:
+    """Make the trained model (in memory, equal to the file) the plugin's predictor for
+    `path`, so a model.pth retrained in the same folder is never served stale."""
+    model.name, model.checkpoint_path, model.checkpoint_sha256 = str(path), path, None
+    use_predictor(str(path), Predictor(model, device=None))
+    if encoder_trained:  # in-memory embeddings made under this path's name are stale now
+        SHARED_STORE.clear()
+
+
+def _spin(low: int, high: int, value: int, special: str | None = None) -> QSpinBox:
+    spin = QSpinBox()
+    spin.setRange(low, high)
+    if special:
+        spin.setSpecialValueText(special)  # shown for the minimum
+    spin.setValue(value)
+    return spin
