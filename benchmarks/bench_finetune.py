@@ -4,9 +4,13 @@
     .venv/bin/python benchmarks/bench_finetune.py --set dsb2018_histo_he --val-count 6
 
 Reports the validation 1-point mIoU (most confident of 3) before and after, automatic-mask
-AP50 before and after (`--amg-points 0` skips it), training time and peak resident memory
+AP/AP50 before and after (`--amg-points 0` skips it), training time and peak resident memory
 (CPU) or peak CUDA memory. Weights go to a temporary folder (`--run-dir` to keep them); the
 figures to ``benchmarks/results/evaluation_finetune_<set>.json|md``.
+
+Automatic masks are scored twice for each model: with the generator's default thresholds
+(predicted IoU > 0.88, stability >= 0.95) and with thresholds searched on `--search-count`
+*training* images (`sam_core.evaluation.search_thresholds`), never on the validation images.
 """
 
 from __future__ import annotations
@@ -22,7 +26,12 @@ from pathlib import Path
 import torch
 
 from sam_core import Predictor, load_model
-from sam_core.evaluation import evaluate_automatic, load_eval_set, make_generator
+from sam_core.evaluation import (
+    evaluate_automatic,
+    load_eval_set,
+    make_generator,
+    search_thresholds,
+)
 from sam_core.evaluation.datasets import EvalSet
 from sam_core.training import FinetuneConfig, finetune, split_samples
 
@@ -31,14 +40,28 @@ DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def _amg_ap50(model, val, points: int) -> dict | None:
+def _amg_scores(model, val, search_images, points: int) -> dict | None:
+    """Val AP with the default thresholds and with thresholds searched on `search_images`."""
     if points <= 0:
         return None
     predictor = Predictor(model, device=model.device)
     generator = make_generator(predictor, points_per_side=points)
+    keys = ("AP", "AP50", "AP75", "AR@100", "n_predictions", "seconds")
     eval_set = EvalSet(name="val", root=Path("."), samples=list(val))
-    result = evaluate_automatic(generator, eval_set)
-    return {k: result[k] for k in ("AP", "AP50", "AR@100", "n_predictions", "seconds")}
+    default = evaluate_automatic(generator, eval_set)
+    search = search_thresholds(generator, search_images)
+    generator.pred_iou_thresh = search["pred_iou_thresh"]
+    generator.stability_score_thresh = search["stability_score_thresh"]
+    searched = evaluate_automatic(generator, eval_set)
+    return {
+        "default": {k: default[k] for k in keys},
+        "searched": {k: searched[k] for k in keys},
+        "thresholds": {
+            "pred_iou_thresh": search["pred_iou_thresh"],
+            "stability_score_thresh": search["stability_score_thresh"],
+            "search_AP50_on_train_subset": search["value"],
+        },
+    }
 
 
 def main() -> None:
@@ -53,13 +76,19 @@ def main() -> None:
     parser.add_argument("--refine-rounds", type=int, default=1)
     parser.add_argument("--trainable", default="decoder")
     parser.add_argument("--amg-points", type=int, default=16)
+    parser.add_argument(
+        "--search-count", type=int, default=8, help="training images for the threshold search"
+    )
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--note", default="quiet machine apart from other light work")
     parser.add_argument("--run-dir", type=Path, default=None)
     args = parser.parse_args()
 
     samples = load_eval_set(DATA / args.set, limit=args.limit).samples
     train, val = split_samples(samples, args.val_count, seed=0)
     model = load_model("vit_t")
-    ap_before = _amg_ap50(model, val, args.amg_points)
+    search_images = train[: args.search_count]
+    ap_before = _amg_scores(model, val, search_images, args.amg_points)
     config = FinetuneConfig(
         epochs=args.epochs,
         lr=args.lr,
@@ -67,7 +96,7 @@ def main() -> None:
         objects_per_step=args.objects_per_step,
         point_rounds=args.point_rounds,
         refine_rounds=args.refine_rounds,
-        warmup_steps=10,
+        warmup_steps=args.warmup,
     )
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="samscope-finetune-"))
     if torch.cuda.is_available():
@@ -78,7 +107,7 @@ def main() -> None:
     )
     wall = time.perf_counter() - started
     tuned = load_model(run_dir / "model.pth")
-    ap_after = _amg_ap50(tuned, val, args.amg_points)
+    ap_after = _amg_scores(tuned, val, search_images, args.amg_points)
     peak_rss_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     result = {
         "set": args.set,
@@ -100,7 +129,7 @@ def main() -> None:
         else None,
         "device": "cuda" if torch.cuda.is_available() else f"cpu x{torch.get_num_threads()}",
         "machine": platform.processor() or platform.machine(),
-        "note": "measured under load: the 2-core machine was shared with other jobs",
+        "note": args.note,
         "run_dir": str(run_dir),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -115,8 +144,18 @@ def main() -> None:
         f"{result['val_1point_miou_after']:.4f} |",
     ]
     if ap_before and ap_after:
-        for key in ("AP50", "AP"):
-            lines.append(f"| val automatic {key} | {ap_before[key]:.4f} | {ap_after[key]:.4f} |")
+        for mode, label in (("default", "default thresholds"), ("searched", "searched thresholds")):
+            for key in ("AP50", "AP"):
+                lines.append(
+                    f"| val automatic {key}, {label} | {ap_before[mode][key]:.4f} | "
+                    f"{ap_after[mode][key]:.4f} |"
+                )
+        before_t, after_t = ap_before["thresholds"], ap_after["thresholds"]
+        lines.append(
+            f"| searched thresholds (pred IoU, stability), on {len(search_images)} training "
+            f"images | {before_t['pred_iou_thresh']}, {before_t['stability_score_thresh']} | "
+            f"{after_t['pred_iou_thresh']}, {after_t['stability_score_thresh']} |"
+        )
     lines += [
         "",
         f"Training {result['training_seconds']:.0f} s ({args.epochs} epochs, "

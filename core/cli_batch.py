@@ -25,8 +25,18 @@ from .errors import SamscopeError
 AMG_OPTIONS = {
     "--points-per-side": ("points_per_side", int, 32, "grid of N x N point prompts (default 32)"),
     "--points-per-batch": ("points_per_batch", int, 64, "prompts per decoder pass (default 64)"),
-    "--pred-iou-thresh": ("pred_iou_thresh", float, 0.88, "predicted-IoU filter (0.88)"),
-    "--stability-score-thresh": ("stability_score_thresh", float, 0.95, "stability filter (0.95)"),
+    "--pred-iou-thresh": (
+        "pred_iou_thresh",
+        float,
+        None,
+        "predicted-IoU filter (0.88, or the fine-tuned model's from its model.json)",
+    ),
+    "--stability-score-thresh": (
+        "stability_score_thresh",
+        float,
+        None,
+        "stability filter (0.95, or the fine-tuned model's from its model.json)",
+    ),
     "--stability-score-offset": ("stability_score_offset", float, 1.0, "logit offset (1.0)"),
     "--box-nms-thresh": ("box_nms_thresh", float, 0.7, "NMS IoU within a crop (0.7)"),
     "--crop-n-layers": ("crop_n_layers", int, 0, "layers of zoomed crops (0)"),
@@ -46,6 +56,7 @@ AMG_OPTIONS = {
     ),
 }
 _FRACTIONS = ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crop_nms_thresh")
+OFFICIAL_THRESHOLDS = {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95}
 
 
 class BatchUsageError(SamscopeError):
@@ -107,10 +118,30 @@ def add_segment_command(subparsers) -> None:
     parser.set_defaults(run=run_segment)
 
 
+def _fill_thresholds(amg: dict, model: str) -> None:
+    """Thresholds left unset: the fine-tuned model's (its model.json), else the official."""
+    from .cli import _say
+    from .training.checkpointing import automatic_thresholds
+
+    unset = [name for name in OFFICIAL_THRESHOLDS if amg[name] is None]
+    if not unset:
+        return
+    searched = automatic_thresholds(model) if Path(str(model)).suffix else None
+    source = searched or OFFICIAL_THRESHOLDS
+    for name in unset:
+        amg[name] = source[name]
+    if searched:
+        _say(
+            "thresholds from the fine-tuned model's model.json: "
+            + ", ".join(f"{name} {amg[name]}" for name in unset)
+        )
+
+
 def _settings(args: argparse.Namespace):
     from .batch import SegmentSettings
 
     amg = {dest: getattr(args, dest) for dest, *_ in AMG_OPTIONS.values()}
+    _fill_thresholds(amg, args.model)
     if amg["points_per_side"] < 1 or amg["points_per_batch"] < 1:
         raise BatchUsageError("--points-per-side and --points-per-batch must be at least 1")
     for name in _FRACTIONS:

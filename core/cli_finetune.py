@@ -59,6 +59,12 @@ def add_finetune_command(subparsers) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--arch", default=None, help="architecture of a --model checkpoint file")
     parser.add_argument("--restart", action="store_true", help="ignore an earlier run in --out")
+    parser.add_argument(
+        "--no-threshold-search",
+        action="store_true",
+        help="skip choosing automatic-mask thresholds for the new model on the validation "
+        "images (stored in model.json; `samscope segment` then uses them by default)",
+    )
     _add_model_options(parser)
     parser.set_defaults(run=run_finetune)
 
@@ -129,5 +135,41 @@ def run_finetune(args: argparse.Namespace) -> int:
         if card["history"]
         else "done"
     )
+    if val and card["history"] and not args.no_threshold_search:
+        _search_automatic_thresholds(model, val, args.out, card)
     _say(f"wrote    {args.out}/model.pth (load with --model {args.out}/model.pth), model.json")
     return 0
+
+
+def _search_automatic_thresholds(model, val, out: Path, card: dict) -> None:
+    """Store in the card the automatic-mask thresholds that suit the fine-tuned model.
+
+    A fine-tuned IoU head predicts the IoUs it saw in training (lower than the official
+    head's on small objects), so the official 0.88 / 0.95 filters can drop most good masks.
+    """
+    from tqdm import tqdm
+
+    from . import AutomaticMaskGenerator, Predictor
+    from .cli import _say
+    from .evaluation import search_thresholds
+    from .training import checkpointing
+
+    generator = AutomaticMaskGenerator(Predictor(model, device=model.device), points_per_side=16)
+    with tqdm(total=len(val), desc="automatic-mask thresholds", unit="image") as bar:
+        found = search_thresholds(
+            generator, val, progress=lambda done, total: bar.update(done - bar.n)
+        )
+    card["automatic"] = {
+        "pred_iou_thresh": found["pred_iou_thresh"],
+        "stability_score_thresh": found["stability_score_thresh"],
+        "searched_on": "validation images",
+        "points_per_side": 16,
+        "metric": found["metric"],
+        "value": found["value"],
+    }
+    checkpointing.save_card(card, Path(out).expanduser())
+    _say(
+        f"automatic masks: pred IoU > {found['pred_iou_thresh']}, stability >= "
+        f"{found['stability_score_thresh']} suit this model (val AP50 {found['value']:.3f}); "
+        "stored in model.json, used by `samscope segment --model` unless you set them"
+    )

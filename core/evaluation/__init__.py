@@ -8,7 +8,8 @@
 
 Modules: `datasets` (reading sets), `metrics` (IoU, NoC), `clicks` (simulated user),
 `prompted` (point / click / box protocols on one image), `coco_metrics` (AP via pycocotools),
-`edges` (BSDS edge maps and ODS/OIS/AP), `runner` (whole sets), `report` (tables and plots).
+`edges` (BSDS edge maps and ODS/OIS/AP), `runner` (whole sets), `report` (tables and plots),
+`threshold_search` (automatic-mask thresholds for a model, e.g. after fine-tuning).
 """
 
 from .datasets import EvalSet, Sample, load_eval_set
@@ -21,6 +22,7 @@ from .runner import (
     evaluate_prompts,
     make_generator,
 )
+from .threshold_search import search_thresholds
 
 __all__ = [
     "MAX_CLICKS",
@@ -35,6 +37,7 @@ __all__ = [
     "load_eval_set",
     "make_generator",
     "mask_iou",
+    "search_thresholds",
     "summarize_clicks",
     "write_report",
 ]

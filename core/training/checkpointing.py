@@ -58,6 +58,41 @@ def save_card(card: dict, out_dir: Path) -> Path:
     return write_bytes(out_dir / CARD_FILE, (json.dumps(card, indent=2) + "\n").encode())
 
 
+def card_beside(weights: str | os.PathLike[str]) -> dict | None:
+    """The card of a fine-tuning run whose weights file is `weights`, or None.
+
+    Only a ``model.json`` in the same folder that belongs to a samscope fine-tuning run
+    counts; an unreadable one is ignored (the weights load without it).
+    """
+    path = Path(weights).expanduser()
+    card_path = path.parent / CARD_FILE
+    if path.name not in (MODEL_FILE, BEST_FILE) or not card_path.is_file():
+        return None
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(card, dict) or not str(card.get("format", "")).startswith(
+        "samscope-finetune-card"
+    ):
+        return None
+    return card
+
+
+def automatic_thresholds(weights: str | os.PathLike[str]) -> dict[str, float] | None:
+    """{"pred_iou_thresh", "stability_score_thresh"} searched for this fine-tuned model
+    (``samscope finetune`` stores them in its card), or None."""
+    card = card_beside(weights)
+    found = (card or {}).get("automatic") or {}
+    try:
+        return {
+            "pred_iou_thresh": float(found["pred_iou_thresh"]),
+            "stability_score_thresh": float(found["stability_score_thresh"]),
+        }
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def save_resume(
     out_dir: Path, optimizer: torch.optim.Optimizer, epoch: int, step: int, card: dict
 ) -> Path:

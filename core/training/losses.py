@@ -3,7 +3,8 @@
 Mask loss: 20 x focal loss + 1 x dice loss per predicted mask. With several output masks
 (the ambiguity-aware multimask output), only the mask with the lowest loss is supervised
 ("min over the 3"). IoU head: mean squared error between the predicted IoU and the actual IoU
-of each supervised mask with its target, added with weight 1.
+with the target, for every output mask (not only the supervised one: the head's job is to
+rank the 3 masks, so the worse ones need their real IoU too), added with weight 1.
 
 Shapes: logits (B, M, h, w) low-resolution mask logits (M = 3 or 1); targets (B, h, w) in
 [0, 1] (soft targets allowed: the fraction of each low-res cell inside the object);
@@ -63,14 +64,14 @@ def sam_loss(
     per_mask = FOCAL_WEIGHT * focal + DICE_WEIGHT * dice  # (B, M)
     best = per_mask.argmin(dim=1)  # the supervised mask of each object
     rows = torch.arange(logits.shape[0], device=logits.device)
-    actual_iou = mask_iou(logits, targets)[rows, best]
-    iou_loss = F.mse_loss(iou_pred[rows, best].float(), actual_iou)
+    actual_iou = mask_iou(logits, targets)  # (B, M)
+    iou_loss = F.mse_loss(iou_pred.float(), actual_iou)
     mask_loss = per_mask[rows, best].mean()
     total = mask_loss + IOU_WEIGHT * iou_loss
     parts = {
         "focal": float(focal.detach()[rows, best].mean()),
         "dice": float(dice.detach()[rows, best].mean()),
         "iou_mse": float(iou_loss.detach()),
-        "iou": float(actual_iou.mean()),
+        "iou": float(actual_iou[rows, best].mean()),
     }
     return total, parts

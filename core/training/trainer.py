@@ -331,7 +331,8 @@ def _new_card(model, train, val, config: FinetuneConfig, data_info: dict | None)
             "train_images": [s.name for s in train],
             "val_images": [s.name for s in val],
         },
-        "loss": "20 x focal + 1 x dice on the best of the multimask outputs; IoU head MSE x 1",
+        "loss": "20 x focal + 1 x dice on the best of the multimask outputs; "
+        "IoU head MSE x 1 on every output mask",
         "weights": checkpointing.MODEL_FILE,
         "history": [],
     }

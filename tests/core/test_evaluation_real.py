@@ -179,3 +179,49 @@ def test_automatic_masks_ap_on_one_real_image(predictor, fluo_set):
     assert 0.05 < result["AP50"] <= 1.0
     assert 0.0 <= result["AP"] <= result["AP50"]
     assert 0.0 < result["AR@100"] <= 1.0
+
+
+def test_threshold_search_scores_every_pair_and_picks_the_best(predictor, fluo_set):
+    from sam_core.evaluation import make_generator, search_thresholds
+    from sam_core.evaluation.coco_metrics import ImageInstances, instance_ap
+
+    generator = make_generator(predictor, points_per_side=8)
+    search = search_thresholds(
+        generator, fluo_set.samples, iou_grid=(0.5, 0.9), stability_grid=(0.8, 0.95)
+    )
+    grid = search["grid"]
+    assert len(grid) == 4 and search["n_images"] == 1
+    best = max(r["AP50"] for r in grid)
+    assert search["value"] == best
+    chosen = [
+        r
+        for r in grid
+        if (r["pred_iou_thresh"], r["stability_score_thresh"])
+        == (search["pred_iou_thresh"], search["stability_score_thresh"])
+    ]
+    assert chosen and chosen[0]["AP50"] == best
+    # ties go to the higher thresholds
+    tied = [r for r in grid if r["AP50"] == best]
+    assert search["pred_iou_thresh"] == max(r["pred_iou_thresh"] for r in tied)
+    # a grid row is the AP of exactly those thresholds (independent recomputation)
+    sample = fluo_set.samples[0]
+    candidates = generator.compute_candidates(sample.image)
+    records = generator.select(candidates, pred_iou_thresh=0.9, stability_score_thresh=0.95)
+    gts = np.stack(list(sample.instances()))
+    direct = instance_ap(
+        [
+            ImageInstances(
+                gt_masks=gts,
+                pred_masks=[r["segmentation"] for r in records],
+                pred_scores=np.array([r["predicted_iou"] for r in records]),
+            )
+        ]
+    )
+    row = next(
+        r for r in grid if r["pred_iou_thresh"] == 0.9 and r["stability_score_thresh"] == 0.95
+    )
+    assert row["AP50"] == pytest.approx(direct["AP50"])
+    with pytest.raises(ValueError, match="floors"):
+        search_thresholds(generator, fluo_set.samples, iou_grid=(0.2,))
+    with pytest.raises(ValueError, match="metric"):
+        search_thresholds(generator, fluo_set.samples, metric="F1")

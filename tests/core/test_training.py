@@ -41,9 +41,11 @@ def test_loss_is_zero_ish_for_a_confident_right_mask_and_picks_the_best_of_three
     logits = torch.cat([wrong, right, wrong], dim=1)  # (1, 3, 16, 16)
     loss, parts = sam_loss(logits, torch.tensor([[0.0, 1.0, 0.0]]), target)
     assert float(loss) < 1e-3 and parts["iou"] == 1.0
-    # the IoU head is trained towards the supervised mask's real IoU
+    # the IoU head is trained towards every output mask's real IoU (1, and 0 for the wrong ones)
     loss_bad_iou, parts = sam_loss(logits, torch.tensor([[0.0, 0.0, 0.0]]), target)
-    assert parts["iou_mse"] == pytest.approx(1.0) and float(loss_bad_iou) > 0.99
+    assert parts["iou_mse"] == pytest.approx(1 / 3) and float(loss_bad_iou) > 0.33
+    _, parts = sam_loss(logits, torch.tensor([[1.0, 1.0, 1.0]]), target)
+    assert parts["iou_mse"] == pytest.approx(2 / 3)  # the wrong masks' scores are supervised
     all_wrong, _ = sam_loss(torch.cat([wrong] * 3, 1), torch.zeros(1, 3), target)
     assert float(all_wrong) > 1.0
 
@@ -182,3 +184,40 @@ def test_tiny_finetune_lowers_loss_saves_loadable_weights_and_resumes(crops, vit
     changed = {k for k, v in loaded.state_dict().items() if not torch.equal(v, base[k])}
     assert changed and all(k.startswith("mask_decoder.") for k in changed)
     assert load_model(out / "best.pth").arch == "vit_t"
+
+
+def test_cli_finetune_stores_automatic_thresholds_that_segment_uses(
+    crops, mobilesam_checkpoint, tmp_path, capsys
+):
+    import tifffile
+    from PIL import Image
+
+    from sam_core.cli_batch import OFFICIAL_THRESHOLDS, _fill_thresholds
+    from sam_core.evaluation.threshold_search import IOU_GRID, STABILITY_GRID
+
+    folder = tmp_path / "set"
+    (folder / "images").mkdir(parents=True)
+    (folder / "labels").mkdir()
+    for sample in crops:
+        Image.fromarray(sample.image).save(folder / "images" / f"{sample.name}.png")
+        tifffile.imwrite(folder / "labels" / f"{sample.name}.tif", sample.label_image)
+    out = tmp_path / "run"
+    args = ["finetune", str(folder), "--val-count", "1", "--epochs", "1", "--out", str(out)]
+    args += ["--objects-per-step", "2", "--point-rounds", "1", "--refine-rounds", "0"]
+    assert main([*args, "--model", str(mobilesam_checkpoint)]) == 0
+    card = json.loads((out / "model.json").read_text())
+    found = card["automatic"]
+    assert found["pred_iou_thresh"] in IOU_GRID
+    assert found["stability_score_thresh"] in STABILITY_GRID
+    assert "automatic masks:" in capsys.readouterr().out
+
+    amg = {"pred_iou_thresh": None, "stability_score_thresh": 0.9}
+    _fill_thresholds(amg, str(out / "model.pth"))  # unset → the card's; set → kept
+    assert amg == {"pred_iou_thresh": found["pred_iou_thresh"], "stability_score_thresh": 0.9}
+    amg = {"pred_iou_thresh": None, "stability_score_thresh": None}
+    _fill_thresholds(amg, "vit_t")
+    assert amg == OFFICIAL_THRESHOLDS
+    (out / "model.json").write_text("{not json")  # a broken card: official thresholds
+    amg = {"pred_iou_thresh": None, "stability_score_thresh": None}
+    _fill_thresholds(amg, str(out / "model.pth"))
+    assert amg == OFFICIAL_THRESHOLDS
