@@ -142,32 +142,16 @@ def run_finetune(args: argparse.Namespace) -> int:
 
 
 def _search_automatic_thresholds(model, val, out: Path, card: dict) -> None:
-    """Store in the card the automatic-mask thresholds that suit the fine-tuned model.
-
-    A fine-tuned IoU head predicts the IoUs it saw in training (lower than the official
-    head's on small objects), so the official 0.88 / 0.95 filters can drop most good masks.
-    """
+    """Store in the card the automatic-mask thresholds that suit the fine-tuned model."""
     from tqdm import tqdm
 
-    from . import AutomaticMaskGenerator, Predictor
     from .cli import _say
-    from .evaluation import search_thresholds
-    from .training import checkpointing
+    from .training.tuned_thresholds import store_tuned_thresholds
 
-    generator = AutomaticMaskGenerator(Predictor(model, device=model.device), points_per_side=16)
     with tqdm(total=len(val), desc="automatic-mask thresholds", unit="image") as bar:
-        found = search_thresholds(
-            generator, val, progress=lambda done, total: bar.update(done - bar.n)
+        found = store_tuned_thresholds(
+            model, val, out, card, progress=lambda done, total: bar.update(done - bar.n)
         )
-    card["automatic"] = {
-        "pred_iou_thresh": found["pred_iou_thresh"],
-        "stability_score_thresh": found["stability_score_thresh"],
-        "searched_on": "validation images",
-        "points_per_side": 16,
-        "metric": found["metric"],
-        "value": found["value"],
-    }
-    checkpointing.save_card(card, Path(out).expanduser())
     _say(
         f"automatic masks: pred IoU > {found['pred_iou_thresh']}, stability >= "
         f"{found['stability_score_thresh']} suit this model (val AP50 {found['value']:.3f}); "

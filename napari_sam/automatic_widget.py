@@ -26,6 +26,7 @@ from qtpy.QtWidgets import (
 
 from sam_core import AutomaticMaskGenerator, masks_to_label_image
 from sam_core.errors import SamscopeError
+from sam_core.training.checkpointing import automatic_thresholds
 
 from . import jobs
 from .embedding_store import SHARED_STORE, plane_digest
@@ -78,6 +79,7 @@ class AutomaticWidget(QWidget):
             form.addRow(label, widget)
         for spin in (self.iou_spin, self.stability_spin, self.min_area_spin):
             spin.valueChanged.connect(lambda _=None: self.reselect())
+        self.model_combo.currentTextChanged.connect(self._apply_tuned_thresholds)
         self.run_button, self.cancel_button = QPushButton("Run"), QPushButton("Cancel")
         self.run_button.clicked.connect(lambda: self.run())
         self.cancel_button.clicked.connect(lambda: self.cancel())
@@ -98,6 +100,18 @@ class AutomaticWidget(QWidget):
         self.viewer.layers.events.removed.connect(self._refresh_images)
         self.destroyed.connect(self._on_destroyed)
         self._refresh_images()
+
+    def _apply_tuned_thresholds(self, model: str) -> None:
+        """A fine-tuned model's file with searched thresholds in its model.json: use them."""
+        found = automatic_thresholds(model) if model.strip().endswith(".pth") else None
+        if found is None:
+            return
+        self.iou_spin.setValue(found["pred_iou_thresh"])
+        self.stability_spin.setValue(found["stability_score_thresh"])
+        self.status_label.setText(
+            f"thresholds of the fine-tuned model (its model.json): IoU ≥ "
+            f"{found['pred_iou_thresh']:.2f}, stability ≥ {found['stability_score_thresh']:.2f}"
+        )
 
     def _refresh_images(self, event: object = None) -> None:
         if not self._alive:

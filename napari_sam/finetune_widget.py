@@ -12,14 +12,11 @@ its controls into a `FinetuneConfig`. The Labels layer is only read (copied at S
 
 from __future__ import annotations
 
-import math
-import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import napari
-import numpy as np
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import (
@@ -40,13 +37,20 @@ from qtpy.QtWidgets import (
 )
 
 from sam_core import DEFAULT_MODEL, Predictor, list_models, load_model
-from sam_core.errors import ImageError, OutputError, SamscopeError
-from sam_core.evaluation.datasets import Sample, check_has_objects, check_label_image
+from sam_core.errors import SamscopeError
 from sam_core.training import TRAINABLE, FinetuneConfig, finetune, split_samples
+from sam_core.training.tuned_thresholds import store_tuned_thresholds
 
 from . import jobs
 from .embedding_store import SHARED_STORE
-from .image_source import image_plane, layout_of
+from .finetune_inputs import (
+    cancel_message,
+    labelled_planes,
+    miou_summary,
+    split_note,
+    validation_count,
+    writable_folder,
+)
 from .models import use_predictor
 
 PREVIEW = "SAM preview"  # the annotator's helper layer: a preview, never training labels
@@ -74,141 +78,6 @@ class _Stopped:
     """A run that ended on Cancel (not an error)."""
 
     message: str
-
-
-# ------------------------------------------------------------------- layers → samples
-@dataclass(frozen=True)
-class LabelledPlanes:
-    """What Start takes from the layers (GUI thread): the image data (read in the worker,
-    never written) and copies of the labelled planes' instance ids (z None: a 2-D image)."""
-
-    image_name: str
-    data: object
-    rgb: bool
-    channel: int | None
-    planes: tuple[tuple[int | None, np.ndarray], ...]
-
-    def samples(self) -> list[Sample]:
-        """One Sample per labelled plane (reads the image planes: call from a worker)."""
-        return [
-            Sample(
-                self.image_name if z is None else f"{self.image_name}[z={z}]",
-                image_plane(self.data, self.rgb, z, self.channel),
-                label_image=label,
-            )
-            for z, label in self.planes
-        ]
-
-
-def labelled_planes(
-    image: napari.layers.Image | None, labels: napari.layers.Labels | None, channel: int | None
-) -> LabelledPlanes:
-    """Check the pair and copy the labels of every plane that holds an object.
-
-    Raises ImageError with a message for the user: no layer, shapes that differ, no object.
-    """
-    if image is None:
-        raise ImageError("no image layer: open or add the image you annotated first")
-    if labels is None:
-        raise ImageError(
-            "no labels layer: commit objects with the Segment Anything widget (or paint them "
-            "in a Labels layer) first"
-        )
-    if getattr(image, "multiscale", False):
-        raise ImageError(f"image {image.name!r} is multiscale; fine-tuning needs a plain array")
-    layout = layout_of(image.data.shape, image.rgb, channel)
-    if tuple(labels.data.shape) != layout.labels_shape:
-        axes = "H, W" if layout.n_slices is None else "Z, H, W"
-        raise ImageError(
-            f"labels {labels.name!r} have shape {tuple(labels.data.shape)} but image "
-            f"{image.name!r} needs labels of shape {layout.labels_shape} ({axes}): choose the "
-            "Labels layer drawn on this image"
-        )
-    planes = []
-    for z in [None] if layout.n_slices is None else range(layout.n_slices):
-        label = np.array(labels.data if z is None else labels.data[z])  # a copy
-        if not label.any():
-            continue
-        where = labels.name if z is None else f"labels {labels.name!r}, slice {z}"
-        label = check_label_image(label, layout.spatial_hw, where)
-        check_has_objects(label, where)
-        planes.append((z, label))
-    if not planes:
-        raise ImageError(
-            f"labels {labels.name!r} have no objects: commit some with the Segment Anything "
-            "widget (or paint them) before fine-tuning"
-        )
-    return LabelledPlanes(image.name, image.data, image.rgb, channel, tuple(planes))
-
-
-def validation_count(n_samples: int, requested: int | None) -> int:
-    """How many samples to hold out: `requested`, or None for 20 % (at least 1); 0 with one
-    sample. Raises ImageError when it leaves nothing to train on."""
-    if n_samples < 2:
-        return 0
-    count = max(1, n_samples // 5) if requested is None else requested
-    if count >= n_samples:
-        raise ImageError(
-            f"cannot hold out {count} of {n_samples} labelled images for validation: at most "
-            f"{n_samples - 1}"
-        )
-    return count
-
-
-def split_note(n_train: int, n_val: int) -> str:
-    images = f"{n_train} labelled image{'s' if n_train > 1 else ''}"
-    if n_val:
-        return f"{images} for training, {n_val} held out for validation"
-    if n_train == 1:
-        return "1 labelled image: training without validation (no before/after mIoU)"
-    return f"{images}, none held out: training without validation"
-
-
-def writable_folder(text: str) -> Path:
-    """The output folder, created if needed; OutputError if it can't be written to."""
-    if not text.strip():
-        raise OutputError("choose an output folder for the fine-tuned weights")
-    folder = Path(text.strip()).expanduser()
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise OutputError(
-            f"cannot write to the output folder {folder}: {exc.strerror or exc}; choose another"
-        ) from exc
-    return folder
-
-
-def cancel_message(step: int | None, total: int, epochs: int, at_epoch_end: bool, out) -> str:
-    """What a cancelled run left in `out` (finetune saves after each epoch)."""
-    if step is None:
-        return f"cancelled before the first training step; nothing new was written to {out}"
-    per_epoch = max(1, total // max(epochs, 1))
-    saved = step // per_epoch if at_epoch_end else (step - 1) // per_epoch
-    if saved == 0:
-        return f"cancelled after step {step} of {total}, before epoch 1 was saved"
-    return (
-        f"cancelled after step {step} of {total}; {saved} epoch(s) are saved in {out}: resume "
-        f"with the same folder (Resume ticked, same settings) to continue from epoch {saved + 1}"
-    )
-
-
-def miou_summary(card: dict) -> str:
-    """Before/after validation 1-point mIoU from a finetune card, as one line."""
-    history = card.get("history") or []
-    if not history:
-        return "no epoch was trained: the folder's run already has them all (raise epochs)"
-    epochs = f"{len(history)} epoch{'s' if len(history) > 1 else ''}"
-    n_val = len(card.get("data", {}).get("val_images", []))
-    before, after = card.get("baseline_val_miou"), history[-1]["val_miou"]
-    if not n_val or after is None or math.isnan(after):
-        return f"trained {epochs}; no validation images, so no mIoU"
-    before_text = "?" if before is None or math.isnan(before) else f"{before:.3f}"
-    return (
-        f"validation 1-point mIoU: {before_text} before → {after:.3f} after {epochs} "
-        f"({n_val} held-out image{'s' if n_val > 1 else ''})"
-    )
 
 
 # ---------------------------------------------------------------------------- widget
@@ -255,6 +124,8 @@ class FinetuneWidget(QWidget):
         self.point_rounds_spin = _spin(0, 32, 8)
         self.refine_rounds_spin = _spin(0, 32, 2)
         self.flips_check = QCheckBox("also train on left-right mirrored images")
+        self.thresholds_check = QCheckBox("choose automatic-mask thresholds on validation images")
+        self.thresholds_check.setChecked(True)
         self.out_edit = QLineEdit()
         self.out_edit.setPlaceholderText("folder for model.pth, model.json, resume.pth")
         browse = QPushButton("Browse…")
@@ -280,6 +151,7 @@ class FinetuneWidget(QWidget):
         ):
             form.addRow(label, widget)
         form.addRow(self.flips_check)
+        form.addRow(self.thresholds_check)
         form.addRow("output folder", out_row)
         form.addRow(self.resume_check)
         self.start_button, self.cancel_button = QPushButton("Start"), QPushButton("Cancel")
@@ -382,6 +254,7 @@ class FinetuneWidget(QWidget):
             return
         config, base = self.config(), self.model_combo.currentText().strip()
         resume = self.resume_check.isChecked()
+        search_thresholds = self.thresholds_check.isChecked()
         data_info = {"napari_image": planes.image_name, "napari_labels": labels_layer.name}
         self._stop.clear()
         seen: dict[str, int | None] = {"step": None, "total": 0}
@@ -421,6 +294,15 @@ class FinetuneWidget(QWidget):
                 return _Stopped(message)
             path = out / MODEL_FILE
             _register(model, path, encoder_trained=not frozen)
+            if val and card["history"] and search_thresholds:
+                emit("log", f"choosing automatic-mask thresholds on {len(val)} validation images")
+                found = store_tuned_thresholds(model, val, out, card)
+                emit(
+                    "log",
+                    f"automatic masks: IoU ≥ {found['pred_iou_thresh']}, stability ≥ "
+                    f"{found['stability_score_thresh']} (val AP50 {found['value']:.3f}); "
+                    "stored in model.json, the Automatic segmentation widget uses them",
+                )
             return card, path
 
         self.card, self.model_path = None, None

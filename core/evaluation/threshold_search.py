@@ -73,7 +73,10 @@ def search_thresholds(
             images = []
             for candidates, gt_masks, crowd in prepared:
                 records = generator.select(
-                    candidates, pred_iou_thresh=iou_t, stability_score_thresh=stability_t
+                    candidates,
+                    pred_iou_thresh=iou_t,
+                    stability_score_thresh=stability_t,
+                    output_mode="coco_rle",  # what pycocotools reads; no full-size masks
                 )
                 images.append(
                     ImageInstances(

@@ -116,6 +116,17 @@ def test_finetune_on_a_committed_stack_writes_a_loadable_model(
     assert "1 labelled image for training, 1 held out for validation" in log
     assert "epoch 1" in log and "(before training)" in log
     assert np.array_equal(layer.data, before)
+    # automatic-mask thresholds searched on the validation slice, kept in the card ...
+    found = json.loads((tmp_path / "run" / "model.json").read_text())["automatic"]
+    assert 0.5 <= found["pred_iou_thresh"] <= 0.9 and "automatic masks:" in log
+    # ... and taken up by the Automatic segmentation widget for that model file
+    from napari_sam.automatic_widget import AutomaticWidget
+
+    automatic = AutomaticWidget(viewer)
+    automatic.model_combo.setEditText(str(path))
+    assert automatic.iou_spin.value() == pytest.approx(found["pred_iou_thresh"])
+    assert automatic.stability_spin.value() == pytest.approx(found["stability_score_thresh"])
+    assert "fine-tuned model" in automatic.status_label.text()
 
     widget.use_button.click()
     annotators = [w for w in viewer.window.dock_widgets.values() if isinstance(w, AnnotatorWidget)]
@@ -276,7 +287,7 @@ def test_a_base_checkpoint_that_is_not_sam(finetune_gui, nuclei_stack, tmp_path,
 
 
 def test_pure_helpers_split_and_cancel_messages():
-    from napari_sam.finetune_widget import cancel_message, split_note, validation_count
+    from napari_sam.finetune_inputs import cancel_message, split_note, validation_count
 
     assert validation_count(1, None) == 0 and validation_count(1, 3) == 0
     assert validation_count(3, None) == 1 and validation_count(10, None) == 2
