@@ -33,6 +33,7 @@ from sam_core.evaluation import (
     search_thresholds,
 )
 from sam_core.evaluation.datasets import EvalSet
+from sam_core.evaluation.threshold_search import IOU_GRID
 from sam_core.training import FinetuneConfig, finetune, split_samples
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +46,9 @@ def _amg_scores(model, val, search_images, points: int) -> dict | None:
     if points <= 0:
         return None
     predictor = Predictor(model, device=model.device)
-    generator = make_generator(predictor, points_per_side=points)
+    generator = make_generator(
+        predictor, points_per_side=points, iou_floor=min(IOU_GRID), stability_floor=0.5
+    )
     keys = ("AP", "AP50", "AP75", "AR@100", "n_predictions", "seconds")
     eval_set = EvalSet(name="val", root=Path("."), samples=list(val))
     default = evaluate_automatic(generator, eval_set)

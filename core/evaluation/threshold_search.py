@@ -24,7 +24,7 @@ import numpy as np
 from .coco_metrics import ImageInstances, instance_ap
 from .datasets import Sample
 
-IOU_GRID = (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.88, 0.9)
+IOU_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.88, 0.9)
 STABILITY_GRID = (0.8, 0.85, 0.9, 0.95)
 METRICS = ("AP", "AP50", "AP75")
 
@@ -40,7 +40,7 @@ def search_thresholds(
     """The (pred_iou_thresh, stability_score_thresh) pair with the best `metric` on `samples`.
 
     generator: an `AutomaticMaskGenerator` whose iou_floor / stability_floor are at or below
-        the smallest grid values (the defaults, 0.5, are).
+        the smallest grid values (e.g. ``iou_floor=min(IOU_GRID)``; the default floors are 0.5).
     Returns {"pred_iou_thresh", "stability_score_thresh", "metric", "value", "grid": [rows of
     {"pred_iou_thresh", "stability_score_thresh", "AP", "AP50", "AP75"}], "n_images",
     "seconds"}. Ties go to the higher thresholds (fewer, surer masks).

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..evaluation.datasets import Sample
-from ..evaluation.threshold_search import search_thresholds
+from ..evaluation.threshold_search import IOU_GRID, STABILITY_GRID, search_thresholds
 from ..modeling.sam import SamModel
 from ..predictor import Predictor
 from . import checkpointing
@@ -37,7 +37,12 @@ def store_tuned_thresholds(
     from ..automatic import AutomaticMaskGenerator
 
     predictor = Predictor(model, device=model.device)
-    generator = AutomaticMaskGenerator(predictor, points_per_side=POINTS_PER_SIDE)
+    generator = AutomaticMaskGenerator(
+        predictor,
+        points_per_side=POINTS_PER_SIDE,
+        iou_floor=min(IOU_GRID),
+        stability_floor=min(STABILITY_GRID),
+    )
     found = search_thresholds(generator, val, progress=progress)
     card["automatic"] = {
         "pred_iou_thresh": found["pred_iou_thresh"],
