@@ -127,17 +127,7 @@ def evaluate_automatic(
     start = time.perf_counter()
     for done, sample in enumerate(eval_set.samples, start=1):
         records = generator.generate(sample.image)
-        gt = list(sample.instances(include_crowd=True))
-        crowd = sample.iscrowd if sample.masks is not None else np.zeros(len(gt), bool)
-        gt_masks = np.stack(gt) if gt else np.zeros((0, *sample.shape), bool)
-        images.append(
-            ImageInstances(
-                gt_masks=gt_masks,
-                pred_masks=[r["segmentation"] for r in records],
-                pred_scores=np.array([r["predicted_iou"] for r in records]),
-                gt_crowd=crowd,
-            )
-        )
+        images.append(scored_records(records, *ground_truth(sample)))
         if progress is not None:
             progress(done, len(eval_set.samples))
     scores = instance_ap(images, max_dets)
@@ -149,6 +139,25 @@ def evaluate_automatic(
         "seconds": time.perf_counter() - start,
         **scores,
     }
+
+
+def ground_truth(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+    """(N, H, W) bool instance masks of `sample`, crowd regions included, and (N,) crowd flags."""
+    gt = list(sample.instances(include_crowd=True))
+    crowd = sample.iscrowd if sample.masks is not None else np.zeros(len(gt), bool)
+    gt_masks = np.stack(gt) if gt else np.zeros((0, *sample.shape), bool)
+    return gt_masks, crowd
+
+
+def scored_records(records: Sequence[dict], gt_masks: np.ndarray, crowd: np.ndarray):
+    """Automatic-mask records (masks or COCO RLE, ranked by predicted IoU) against the ground
+    truth of their image, as pycocotools input (`ImageInstances`)."""
+    return ImageInstances(
+        gt_masks=gt_masks,
+        pred_masks=[r["segmentation"] for r in records],
+        pred_scores=np.array([r["predicted_iou"] for r in records]),
+        gt_crowd=crowd,
+    )
 
 
 def make_generator(predictor: Predictor, **options: object) -> object:

@@ -19,10 +19,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-import numpy as np
-
-from .coco_metrics import ImageInstances, instance_ap
+from .coco_metrics import instance_ap
 from .datasets import Sample
+from .runner import ground_truth, scored_records
 
 IOU_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.88, 0.9)
 STABILITY_GRID = (0.8, 0.85, 0.9, 0.95)
@@ -60,10 +59,7 @@ def search_thresholds(
     prepared = []
     for done, sample in enumerate(samples, start=1):
         candidates = generator.compute_candidates(sample.image)
-        gt = list(sample.instances(include_crowd=True))
-        crowd = sample.iscrowd if sample.masks is not None else np.zeros(len(gt), bool)
-        gt_masks = np.stack(gt) if gt else np.zeros((0, *sample.shape), bool)
-        prepared.append((candidates, gt_masks, crowd))
+        prepared.append((candidates, *ground_truth(sample)))
         if progress is not None:
             progress(done, len(samples))
 
@@ -78,14 +74,7 @@ def search_thresholds(
                     stability_score_thresh=stability_t,
                     output_mode="coco_rle",  # what pycocotools reads; no full-size masks
                 )
-                images.append(
-                    ImageInstances(
-                        gt_masks=gt_masks,
-                        pred_masks=[r["segmentation"] for r in records],
-                        pred_scores=np.array([r["predicted_iou"] for r in records]),
-                        gt_crowd=crowd,
-                    )
-                )
+                images.append(scored_records(records, gt_masks, crowd))
             scores = instance_ap(images)
             rows.append(
                 {

@@ -69,3 +69,19 @@ def annotator(make_napari_viewer, shared_predictor, qtbot):
     qtbot.waitUntil(
         lambda: widget._preview_worker is None and widget._long_worker is None, timeout=60_000
     )
+
+
+@pytest.fixture
+def errors():
+    """Messages of the error notifications shown during the test."""
+    from napari.utils.notifications import NotificationSeverity, notification_manager
+
+    seen: list[str] = []
+
+    def collect(notification) -> None:
+        if notification.severity >= NotificationSeverity.ERROR:
+            seen.append(str(notification.message))
+
+    notification_manager.notification_ready.connect(collect)
+    yield seen
+    notification_manager.notification_ready.disconnect(collect)

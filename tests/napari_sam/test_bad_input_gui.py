@@ -4,24 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from napari.utils.notifications import NotificationSeverity, notification_manager
 from napari_sam_helpers import interior_point, wait_idle
 
 pytestmark = [pytest.mark.gui, pytest.mark.slow]
-
-
-@pytest.fixture
-def errors():
-    """Messages of the error notifications shown during the test."""
-    seen: list[str] = []
-
-    def collect(notification) -> None:
-        if notification.severity >= NotificationSeverity.ERROR:
-            seen.append(str(notification.message))
-
-    notification_manager.notification_ready.connect(collect)
-    yield seen
-    notification_manager.notification_ready.disconnect(collect)
 
 
 def _click_and_wait(widget, qtbot, yx) -> None:

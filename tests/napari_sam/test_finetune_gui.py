@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from napari.utils.notifications import NotificationSeverity, notification_manager
 
 pytestmark = [pytest.mark.gui]
 
@@ -33,20 +32,6 @@ def nuclei_stack(shared_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     images.insert(1, images[0][::-1].copy())
     labels.insert(1, np.zeros_like(labels[0]))
     return np.stack(images), np.stack(labels)
-
-
-@pytest.fixture
-def errors():
-    """Messages of the error notifications shown during the test."""
-    seen: list[str] = []
-
-    def collect(notification) -> None:
-        if notification.severity >= NotificationSeverity.ERROR:
-            seen.append(str(notification.message))
-
-    notification_manager.notification_ready.connect(collect)
-    yield seen
-    notification_manager.notification_ready.disconnect(collect)
 
 
 @pytest.fixture
