@@ -14,7 +14,7 @@ from PIL import Image
 from sam_core import Predictor
 from sam_core.batch import SegmentSettings, get_predictor, list_inputs, plan_jobs, run_job
 from sam_core.cli import main
-from sam_core.cli_batch import AMG_OPTIONS
+from sam_core.cli_batch import AMG_OPTIONS, _fill_thresholds
 
 pytestmark = pytest.mark.slow
 
@@ -32,6 +32,7 @@ def input_dir(tmp_path_factory, shared_dir) -> Path:
 
 def _settings() -> SegmentSettings:
     amg = {dest: default for dest, _, default, _ in AMG_OPTIONS.values()}  # the CLI defaults
+    _fill_thresholds(amg, "vit_t")  # the official 0.88 / 0.95, as `samscope segment` does
     amg["points_per_side"] = 8
     return SegmentSettings(model="vit_t", device="cpu", amg=amg)
 
