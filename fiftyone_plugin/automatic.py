@@ -9,6 +9,7 @@ import fiftyone as fo
 import numpy as np
 
 from sam_core import AutomaticMaskGenerator
+from sam_core.training.checkpointing import automatic_thresholds
 
 from .conversion import DISK_MASK_PIXELS, records_to_detections
 from .inference import cached_embedding, get_predictor
@@ -28,9 +29,16 @@ _GENERATORS: dict[tuple, AutomaticMaskGenerator] = {}
 _LOCK = threading.Lock()
 
 
-def generator_settings(params: dict[str, Any]) -> dict[str, Any]:
-    """The generator settings in `params` (others ignored), defaults filled in, types checked."""
+def generator_settings(params: dict[str, Any], model: str | None = None) -> dict[str, Any]:
+    """The generator settings in `params` (others ignored), defaults filled in, types checked.
+
+    Thresholds not in `params` (or None) come from the card of a fine-tuned `model`
+    (``model.json`` beside its ``model.pth``, written by ``samscope finetune``) when it has
+    searched ones, else the official 0.88 / 0.95.
+    """
     settings = dict(GENERATOR_DEFAULTS)
+    if model is not None:
+        settings.update(automatic_thresholds(model) or {})
     for name, default in GENERATOR_DEFAULTS.items():
         value = params.get(name)
         if value is not None:
@@ -42,7 +50,7 @@ def get_generator(
     model_name: str = "vit_t", device: str = "cpu", **settings: Any
 ) -> AutomaticMaskGenerator:
     """An `AutomaticMaskGenerator` over the shared predictor of `model_name`, one per settings."""
-    settings = generator_settings(settings)
+    settings = generator_settings(settings, model_name)
     key = (model_name, device, tuple(sorted(settings.items())))
     with _LOCK:
         if key not in _GENERATORS:

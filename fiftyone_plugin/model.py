@@ -28,7 +28,8 @@ class SamscopeModel(fom.Model, fom.SamplesMixin):
     model: registry name ("vit_t", "vit_b", ...) or checkpoint path. device: "cpu", "cuda"...
     mask_dir: folder for masks larger than `disk_mask_pixels` (stored by ``mask_path``);
     None keeps all masks in the database. generator settings (points_per_side,
-    pred_iou_thresh, ...) apply to automatic masks.
+    pred_iou_thresh, ...) apply to automatic masks; thresholds not given are a fine-tuned
+    model's searched ones (its model.json), else the official ones.
     """
 
     def __init__(
@@ -44,7 +45,7 @@ class SamscopeModel(fom.Model, fom.SamplesMixin):
         self.device = device
         self.mask_dir = mask_dir
         self.disk_mask_pixels = disk_mask_pixels
-        self.generator_params = generator_settings(generator_params)
+        self.generator_params = generator_settings(generator_params, model)
         self.predictor = get_predictor(model, device)
         self._preprocess = False
 

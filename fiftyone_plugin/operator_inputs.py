@@ -17,10 +17,16 @@ DELEGATE_ABOVE_SAMPLES = 20
 def add_model_inputs(inputs: types.Object) -> None:
     """Model name (registry) or checkpoint path, and the device."""
     names = [m.name for m in list_models()]
-    choices = types.DropdownView()
+    choices = types.AutocompleteView(allow_user_input=True)
     for name in names:
         choices.add_choice(name, label=name)
-    inputs.str("model", default="vit_t", label="Model", view=choices)
+    inputs.str(
+        "model",
+        default="vit_t",
+        label="Model",
+        description="a registry name, or the path of a checkpoint (e.g. a fine-tuned model.pth)",
+        view=choices,
+    )
     inputs.str("device", default="cpu", label="Device (cpu, cuda, mps)")
 
 
@@ -44,8 +50,11 @@ def add_run_inputs(ctx, inputs: types.Object, default_field: str) -> None:
 def add_generator_inputs(inputs: types.Object) -> None:
     """The automatic mask generator's main settings (see `AutomaticMaskGenerator`)."""
     inputs.int("points_per_side", default=32, label="Points per side (grid of prompts)")
-    inputs.float("pred_iou_thresh", default=0.88, label="Predicted IoU threshold")
-    inputs.float("stability_score_thresh", default=0.95, label="Stability score threshold")
+    tuned = "blank: the fine-tuned model's searched value (its model.json), else the official"
+    inputs.float("pred_iou_thresh", label="Predicted IoU threshold", description=f"{tuned} 0.88")
+    inputs.float(
+        "stability_score_thresh", label="Stability score threshold", description=f"{tuned} 0.95"
+    )
     inputs.float("box_nms_thresh", default=0.7, label="Box NMS IoU threshold")
     inputs.int("crop_n_layers", default=0, label="Crop layers (0 = whole image only)")
     inputs.int("min_mask_region_area", default=0, label="Remove holes/islands below (px)")

@@ -120,10 +120,9 @@ class AutomaticMasks(foo.Operator):
         if len(view) == 0:
             raise ImageError("the view is empty: there are no samples to segment")
         label_field = ctx.params.get("label_field") or "sam_auto"
+        model = ctx.params.get("model") or "vit_t"
         generator = get_generator(
-            ctx.params.get("model", "vit_t"),
-            ctx.params.get("device", "cpu"),
-            **generator_settings(ctx.params),
+            model, ctx.params.get("device", "cpu"), **generator_settings(ctx.params, model)
         )
 
         def make_labels(sample, image):

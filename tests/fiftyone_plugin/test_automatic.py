@@ -96,3 +96,43 @@ def test_apply_model_with_prompt_field_and_automatic(fo_dataset, plugin_ready):
     one.apply_model(model, label_field="sam_apply_auto")
     det = one.first()["sam_apply_auto"].detections
     assert det and all(d["stability_score"] > 0.949 for d in det)
+
+
+def test_fine_tuned_checkpoint_brings_its_searched_thresholds(
+    fo_dataset, plugin_ready, mobilesam_checkpoint, tmp_path
+):
+    """A model.pth with a samscope card: blank thresholds are the card's, given ones win."""
+    import json
+    import shutil
+
+    import fiftyone.operators as foo
+
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(mobilesam_checkpoint, run / "model.pth")
+    card = {"format": "samscope-finetune-card/1", "arch": "vit_t"}
+    card["automatic"] = {"pred_iou_thresh": 0.5, "stability_score_thresh": 0.8}
+    (run / "model.json").write_text(json.dumps(card))
+    nuclei = fo_dataset.match_tags("nuclei").limit(1)
+    base = {
+        "points_per_side": 8,
+        "delegate": False,
+        "overwrite": True,
+        "model": str(run / "model.pth"),
+    }
+
+    def scores(field, **params):
+        params = {**base, "label_field": field, **params}
+        result = foo.execute_operator(URI, dataset=fo_dataset, view=nuclei, params=params)
+        assert result.result["processed"] == 1 and result.result["failed"] == 0
+        fo_dataset.reload()
+        dets = nuclei.values(f"{field}.detections", unwind=True)
+        return [(d["predicted_iou"], d["stability_score"]) for d in dets]
+
+    tuned = scores("sam_tuned")
+    assert all(iou > 0.5 and stability >= 0.8 for iou, stability in tuned)
+    # the official 0.88 / 0.95 would have dropped some of these
+    assert any(iou <= 0.88 or stability < 0.95 for iou, stability in tuned)
+    given = scores("sam_given", pred_iou_thresh=0.88, stability_score_thresh=0.95)
+    assert given and all(iou > 0.88 and stability >= 0.95 for iou, stability in given)
+    assert len(tuned) > len(given)
