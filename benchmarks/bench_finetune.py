@@ -83,9 +83,15 @@ def main() -> None:
         "--search-count", type=int, default=8, help="training images for the threshold search"
     )
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--first-point", default="uniform", choices=("uniform", "interior"))
+    parser.add_argument("--iou-rank-weight", type=float, default=0.0)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--out-suffix", default="", help="appended to the results' file name")
     parser.add_argument("--note", default="quiet machine apart from other light work")
     parser.add_argument("--run-dir", type=Path, default=None)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     samples = load_eval_set(DATA / args.set, limit=args.limit).samples
     train, val = split_samples(samples, args.val_count, seed=0)
@@ -100,6 +106,8 @@ def main() -> None:
         point_rounds=args.point_rounds,
         refine_rounds=args.refine_rounds,
         warmup_steps=args.warmup,
+        first_point=args.first_point,
+        iou_rank_weight=args.iou_rank_weight,
     )
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="samscope-finetune-"))
     if torch.cuda.is_available():
@@ -136,7 +144,7 @@ def main() -> None:
         "run_dir": str(run_dir),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = RESULTS / f"evaluation_finetune_{args.set}"
+    stem = RESULTS / f"evaluation_finetune_{args.set}{args.out_suffix}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         f"# Fine-tuning MobileSAM on {args.set} ({len(train)} train / {len(val)} val images)",

@@ -16,6 +16,7 @@ from pathlib import Path
 from .errors import SamscopeError
 
 TRAINABLE = ("decoder", "decoder+prompt", "partial", "all")  # = training.TRAINABLE (tested)
+FIRST_POINTS = ("uniform", "interior")  # = training.trainer.FIRST_POINTS (tested)
 
 
 class FinetuneUsageError(SamscopeError):
@@ -55,6 +56,20 @@ def add_finetune_command(subparsers) -> None:
     parser.add_argument("--point-rounds", type=int, default=8, help="error-point rounds (8)")
     parser.add_argument("--refine-rounds", type=int, default=2, help="mask-only rounds (2)")
     parser.add_argument("--flips", action="store_true", help="add left-right mirrored images")
+    parser.add_argument(
+        "--first-point",
+        choices=FIRST_POINTS,
+        default="uniform",
+        help="where the first simulated click lands: anywhere in the object (the paper), or "
+        "in its interior, where analysts click",
+    )
+    parser.add_argument(
+        "--iou-rank-weight",
+        type=float,
+        default=0.0,
+        help="weight of a ranking term that trains the IoU head to put the best of the 3 masks "
+        "first (0: the paper's MSE only)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="use at most N images")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--arch", default=None, help="architecture of a --model checkpoint file")
@@ -103,6 +118,8 @@ def run_finetune(args: argparse.Namespace) -> int:
         point_rounds=args.point_rounds,
         refine_rounds=args.refine_rounds,
         flips=args.flips,
+        first_point=args.first_point,
+        iou_rank_weight=args.iou_rank_weight,
         seed=args.seed,
         device=None if args.device == "auto" else args.device,
     )

@@ -39,6 +39,7 @@ from qtpy.QtWidgets import (
 from sam_core import DEFAULT_MODEL, Predictor, list_models, load_model
 from sam_core.errors import SamscopeError
 from sam_core.training import TRAINABLE, FinetuneConfig, finetune, split_samples
+from sam_core.training.trainer import FIRST_POINTS
 from sam_core.training.tuned_thresholds import store_tuned_thresholds
 
 from . import jobs
@@ -124,6 +125,22 @@ class FinetuneWidget(QWidget):
         self.point_rounds_spin = _spin(0, 32, 8)
         self.refine_rounds_spin = _spin(0, 32, 2)
         self.flips_check = QCheckBox("also train on left-right mirrored images")
+        defaults = FinetuneConfig()
+        self.first_point_combo = QComboBox()
+        self.first_point_combo.addItems(FIRST_POINTS)
+        self.first_point_combo.setCurrentText(defaults.first_point)
+        self.first_point_combo.setToolTip(
+            "where the simulated first click lands: anywhere in the object (the paper), or "
+            "in its interior, where you click"
+        )
+        self.rank_spin = QDoubleSpinBox()
+        self.rank_spin.setRange(0.0, 10.0)
+        self.rank_spin.setSingleStep(0.5)
+        self.rank_spin.setValue(defaults.iou_rank_weight)
+        self.rank_spin.setToolTip(
+            "weight of the term that teaches the IoU head to rank the best of the 3 masks "
+            "first (0: the paper's loss only)"
+        )
         self.thresholds_check = QCheckBox("choose automatic-mask thresholds on validation images")
         self.thresholds_check.setChecked(True)
         self.out_edit = QLineEdit()
@@ -148,6 +165,8 @@ class FinetuneWidget(QWidget):
             ("objects per step", self.objects_spin),
             ("point rounds", self.point_rounds_spin),
             ("mask-only rounds", self.refine_rounds_spin),
+            ("first click", self.first_point_combo),
+            ("IoU ranking weight", self.rank_spin),
         ):
             form.addRow(label, widget)
         form.addRow(self.flips_check)
@@ -232,6 +251,8 @@ class FinetuneWidget(QWidget):
             point_rounds=self.point_rounds_spin.value(),
             refine_rounds=self.refine_rounds_spin.value(),
             flips=self.flips_check.isChecked(),
+            first_point=self.first_point_combo.currentText(),
+            iou_rank_weight=self.rank_spin.value(),
         )
 
     def start(self) -> None:

@@ -66,7 +66,7 @@ class MaskDecoder(nn.Module):
         logits, iou = self.predict_all(
             image_embedding, image_pe, sparse_prompts, dense_prompts, shared
         )
-        selected = slice(1, None) if multimask else slice(0, 1)
+        selected = self.output_slice(multimask)
         return logits[:, selected], iou[:, selected]
 
     def predict_all(
@@ -76,8 +76,13 @@ class MaskDecoder(nn.Module):
         sparse_prompts: torch.Tensor,
         dense_prompts: torch.Tensor,
         shared: SharedImageSide | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """All four masks: (B, 4, 256, 256) logits and (B, 4) IoU; index 0 is the single mask."""
+        return_iou_token: bool = False,
+    ) -> tuple[torch.Tensor, ...]:
+        """All four masks: (B, 4, 256, 256) logits and (B, 4) IoU; index 0 is the single mask.
+
+        return_iou_token: also return the (B, C) IoU token that the IoU head reads (training
+        uses it to train the head on its own).
+        """
         batch = sparse_prompts.shape[0]
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         output_tokens = output_tokens[None].expand(batch, -1, -1).to(sparse_prompts.dtype)
@@ -100,7 +105,13 @@ class MaskDecoder(nn.Module):
         b, c8, uh, uw = upscaled.shape
         pixels = upscaled.permute(0, 2, 3, 1).reshape(b, uh * uw, c8)  # free for channels-last
         logits = (hyper @ pixels.transpose(1, 2)).reshape(b, -1, uh, uw)  # no transposed copy
-        return logits, self.iou_prediction_head(iou_token_out)
+        iou = self.iou_prediction_head(iou_token_out)
+        return (logits, iou, iou_token_out) if return_iou_token else (logits, iou)
+
+    @staticmethod
+    def output_slice(multimask: bool) -> slice:
+        """Which of `predict_all`'s four outputs `forward` returns."""
+        return slice(1, None) if multimask else slice(0, 1)
 
     def share_image_side(
         self, image_embedding: torch.Tensor, image_pe: torch.Tensor, no_mask_dense: torch.Tensor

@@ -5,7 +5,10 @@ low-res cells (4 input pixels each), prompts are xy pixels of the 1024 x 1024 in
 
 * First prompt, with equal probability per step: one positive point drawn uniformly from the
   object, or its bounding box with noise (each coordinate + N(0, (10 % of the side)²), capped
-  at 20 px).
+  at 20 px). `interior_points` is the alternative first point (the trainer's
+  ``first_point="interior"``): drawn uniformly from the object's core, the cells at least half
+  as far from the boundary as its interior-most cell, where analysts (and the paper's
+  single-point protocol) click.
 * Next points: drawn uniformly from the error between the previous prediction and the target,
   positive on a false negative, negative on a false positive; an object without error gets
   a positive point inside it.
@@ -13,7 +16,9 @@ low-res cells (4 input pixels each), prompts are xy pixels of the 1024 x 1024 in
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+from scipy import ndimage
 
 _CELL = 4  # input-frame pixels per low-res cell
 BOX_NOISE_FRACTION = 0.1
@@ -36,6 +41,22 @@ def _draw(region: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 def random_points(targets: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """(B, 1, 2) xy: one point drawn uniformly inside each (B, 256, 256) bool target."""
     return _cell_centres(_draw(targets, generator), targets.shape[-1])[:, None]
+
+
+def interior_points(
+    targets: torch.Tensor, generator: torch.Generator, core_fraction: float = 0.5
+) -> torch.Tensor:
+    """(B, 1, 2) xy: one point per (B, 256, 256) bool target, drawn uniformly from its core.
+
+    core: cells whose distance to the background (or the frame's edge) is at least
+    `core_fraction` x the largest such distance in that object.
+    """
+    cores = []
+    for target in targets.numpy():
+        distance = ndimage.distance_transform_edt(np.pad(target, 1))[1:-1, 1:-1]
+        cores.append(distance >= core_fraction * distance.max())
+    core = torch.from_numpy(np.stack(cores)) & targets
+    return _cell_centres(_draw(core, generator), targets.shape[-1])[:, None]
 
 
 def noisy_boxes(

@@ -41,9 +41,10 @@ from ..predictor import Predictor
 from . import checkpointing
 from .data import TrainingImage, prepare_training_images
 from .losses import sam_loss
-from .simulation import error_points, noisy_boxes, random_points
+from .simulation import error_points, interior_points, noisy_boxes, random_points
 
 TRAINABLE = ("decoder", "decoder+prompt", "partial", "all")
+FIRST_POINTS = ("uniform", "interior")
 DECAY_AT = (2 / 3, 26 / 27)  # the paper's lr steps at 60k and 86.7k of 90k iterations
 
 
@@ -62,6 +63,8 @@ class FinetuneConfig:
     point_rounds: int = 8
     refine_rounds: int = 2
     flips: bool = False
+    first_point: str = "uniform"  # uniform | interior (the object's core, see simulation)
+    iou_rank_weight: float = 0.0  # > 0 adds the ranking term to the IoU head loss (losses)
     seed: int = 0
     device: str | None = None
 
@@ -161,7 +164,8 @@ def _rounds(model, item, config, rng, generator, device, backward: bool) -> dict
     if use_box:
         boxes = noisy_boxes(hard.cpu(), item.geometry.input_hw, generator).to(device)
     else:
-        points = random_points(hard.cpu(), generator).to(device)
+        draw = interior_points if config.first_point == "interior" else random_points
+        points = draw(hard.cpu(), generator).to(device)
         labels = torch.ones(count, 1, dtype=torch.long, device=device)
     plan = [True, *_round_plan(config.point_rounds, config.refine_rounds, rng)]
     prev_logits = None
@@ -176,9 +180,8 @@ def _rounds(model, item, config, rng, generator, device, backward: bool) -> dict
             labels = new_labels if labels is None else torch.cat([labels, new_labels], 1)
         prompt_points = None if points is None else (points, labels)
         sparse, dense = model.prompt_encoder(prompt_points, boxes, prev_logits)
-        multimask = index == 0
-        logits, iou_pred = model.mask_decoder(features, pe, sparse, dense, multimask)
-        loss, parts = sam_loss(logits, iou_pred, soft)
+        logits, iou_pred, rank_scores = _decode(model, features, pe, sparse, dense, index == 0)
+        loss, parts = sam_loss(logits, iou_pred, soft, config.iou_rank_weight, rank_scores)
         if backward:
             retain = item.features is None and index < len(plan) - 1  # encoder graph is shared
             (loss / len(plan)).backward(retain_graph=retain)
@@ -190,6 +193,16 @@ def _rounds(model, item, config, rng, generator, device, backward: bool) -> dict
         for key, value in parts.items():
             totals[key] = totals.get(key, 0.0) + value / len(plan)
     return totals
+
+
+def _decode(model, features, pe, sparse, dense, multimask: bool):
+    """Decoder outputs (B, M, 256, 256) logits and (B, M) IoU, plus (B, M) scores of the IoU
+    head on the detached IoU token for the ranking term (None without multimask)."""
+    decoder = model.mask_decoder
+    logits, iou, token = decoder.predict_all(features, pe, sparse, dense, return_iou_token=True)
+    selected = decoder.output_slice(multimask)
+    rank_scores = decoder.iou_prediction_head(token.detach())[:, selected] if multimask else None
+    return logits[:, selected], iou[:, selected], rank_scores
 
 
 def validate(
@@ -234,6 +247,10 @@ def finetune(
     progress: (done_steps, total_steps); log: one line per epoch. Returns the card.
     """
     config = config or FinetuneConfig()
+    if config.first_point not in FIRST_POINTS:
+        raise ValueError(f"first_point must be one of {FIRST_POINTS}, got {config.first_point!r}")
+    if config.iou_rank_weight < 0:
+        raise ValueError(f"iou_rank_weight can't be negative, got {config.iou_rank_weight}")
     out = Path(out_dir).expanduser()
     say = log or (lambda _line: None)
     if not train:
@@ -344,8 +361,9 @@ def _check_same_run(old: dict, new: dict, out: Path) -> None:
             f"{out} holds a {old.get('arch')} fine-tuning run, but the base model is "
             f"{new['arch']}: use another output folder or the same base model"
         )
-    for key in ("trainable", "lr", "objects_per_step", "flips"):
-        if old["config"].get(key) != new["config"][key]:
+    for key in ("trainable", "lr", "objects_per_step", "flips", "first_point", "iou_rank_weight"):
+        defaults = dataclasses.asdict(FinetuneConfig())  # runs from before a setting existed
+        if old["config"].get(key, defaults[key]) != new["config"][key]:
             raise CheckpointError(
                 f"cannot resume {out}: it was trained with {key}={old['config'].get(key)!r}, "
                 f"now {new['config'][key]!r}. Use the same settings or another output folder."

@@ -13,6 +13,7 @@ import torch
 
 from sam_core import Predictor, load_model
 from sam_core.cli import main
+from sam_core.cli_finetune import FIRST_POINTS as CLI_FIRST_POINTS
 from sam_core.cli_finetune import TRAINABLE as CLI_TRAINABLE
 from sam_core.errors import CheckpointError, ImageError
 from sam_core.evaluation.datasets import Sample, load_eval_set
@@ -25,8 +26,13 @@ from sam_core.training import (
     trainable_parameters,
 )
 from sam_core.training.data import prepare_training_images
-from sam_core.training.simulation import error_points, noisy_boxes, random_points
-from sam_core.training.trainer import _round_plan, train_step
+from sam_core.training.simulation import (
+    error_points,
+    interior_points,
+    noisy_boxes,
+    random_points,
+)
+from sam_core.training.trainer import FIRST_POINTS, _round_plan, train_step
 
 TINY = FinetuneConfig(
     epochs=2, lr=3e-4, warmup_steps=1, objects_per_step=3, point_rounds=1, refine_rounds=1
@@ -50,6 +56,24 @@ def test_loss_is_zero_ish_for_a_confident_right_mask_and_picks_the_best_of_three
     assert float(all_wrong) > 1.0
 
 
+def test_ranking_term_rewards_the_right_order_of_the_three_scores():
+    target = torch.zeros(1, 16, 16)
+    target[0, 4:12, 4:12] = 1
+    right = (target * 40 - 20)[:, None]
+    logits = torch.cat([-right, right, -right], dim=1)  # mask 1 is the right one
+    right_order = torch.tensor([[0.6, 0.7, 0.6]])  # values off, order right
+    wrong_order = torch.tensor([[0.7, 0.6, 0.6]])
+    plain, _ = sam_loss(logits, right_order, target)
+    ranked_right, _ = sam_loss(logits, right_order, target, rank_weight=1.0)
+    ranked_wrong, _ = sam_loss(logits, wrong_order, target, rank_weight=1.0)
+    # softmax over scores / 0.05: a 0.1 lead is e^2 against each of the two others
+    expected = -np.log(np.exp(2) / (np.exp(2) + 2))
+    assert float(ranked_right - plain) == pytest.approx(expected, rel=1e-4)
+    assert float(ranked_wrong) > float(ranked_right) + 1.0
+    single, _ = sam_loss(right, torch.tensor([[0.7]]), target, rank_weight=1.0)
+    assert float(single) == pytest.approx(float(sam_loss(right, torch.tensor([[0.7]]), target)[0]))
+
+
 def test_prompt_simulation_stays_in_the_object_and_error():
     generator = torch.Generator().manual_seed(0)
     targets = torch.zeros(2, 256, 256, dtype=torch.bool)
@@ -71,12 +95,17 @@ def test_prompt_simulation_stays_in_the_object_and_error():
     assert 30 <= x0 < 35 and 10 <= y0 < 20
     x1, y1 = (clicks[1, 0] // 4).long().tolist()
     assert x1 < 5 and y1 < 5
+    core = interior_points(targets, generator)
+    cells = (core[:, 0] // 4).long()
+    # object 0 is 10 x 10 cells (largest distance 5): the core is its middle 6 x 6 cells
+    assert 12 <= int(cells[0, 1]) <= 17 and 32 <= int(cells[0, 0]) <= 37
+    assert 102 <= int(cells[1, 0]) <= 107 and targets[1, cells[1, 1], cells[1, 0]]
     assert _round_plan(8, 2, np.random.default_rng(0)).count(False) == 2
     assert _round_plan(8, 2, np.random.default_rng(0))[-1] is False
 
 
 def test_trainable_modes(vit_t_model):
-    assert tuple(TRAINABLE) == CLI_TRAINABLE
+    assert tuple(TRAINABLE) == CLI_TRAINABLE and FIRST_POINTS == CLI_FIRST_POINTS
     model = copy.deepcopy(vit_t_model)
     decoder = trainable_parameters(model, "decoder")
     assert sum(p.numel() for p in decoder) == sum(
@@ -204,8 +233,11 @@ def test_cli_finetune_stores_automatic_thresholds_that_segment_uses(
     out = tmp_path / "run"
     args = ["finetune", str(folder), "--val-count", "1", "--epochs", "1", "--out", str(out)]
     args += ["--objects-per-step", "2", "--point-rounds", "1", "--refine-rounds", "0"]
+    args += ["--first-point", "interior", "--iou-rank-weight", "0.5"]
     assert main([*args, "--model", str(mobilesam_checkpoint)]) == 0
     card = json.loads((out / "model.json").read_text())
+    assert card["config"]["first_point"] == "interior"
+    assert card["config"]["iou_rank_weight"] == 0.5
     found = card["automatic"]
     assert found["pred_iou_thresh"] in IOU_GRID
     assert found["stability_score_thresh"] in STABILITY_GRID

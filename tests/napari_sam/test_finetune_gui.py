@@ -82,6 +82,8 @@ def test_finetune_on_a_committed_stack_writes_a_loadable_model(
     assert widget.image_combo.currentText() == "nuclei"
     assert widget.labels_combo.currentText() == "SAM objects"
     _tiny(widget, tmp_path / "run")
+    widget.first_point_combo.setCurrentText("interior")
+    widget.rank_spin.setValue(1.0)
     _run(widget, qtbot)
 
     assert errors == []
@@ -90,6 +92,8 @@ def test_finetune_on_a_committed_stack_writes_a_loadable_model(
     assert widget.path_edit.text() == str(path)
     assert load_model(path).arch == "vit_t"
     card = widget.card
+    assert card["config"]["first_point"] == "interior"
+    assert card["config"]["iou_rank_weight"] == 1.0
     assert [h["epoch"] for h in card["history"]] == [1]
     assert json.loads((tmp_path / "run" / "model.json").read_text())["epochs_done"] == 1
     used = card["data"]["train_images"] + card["data"]["val_images"]
