@@ -67,6 +67,16 @@ def _amg_scores(model, val, search_images, points: int) -> dict | None:
     }
 
 
+def _options(config: FinetuneConfig) -> str:
+    """The options beyond the paper's recipe that a run used, for the summary line."""
+    used = [name for name in ("flips", "augment") if getattr(config, name)]
+    if config.first_point != "uniform":
+        used.append(f"first point {config.first_point}")
+    if config.iou_rank_weight:
+        used.append(f"IoU rank weight {config.iou_rank_weight}")
+    return "".join(f", {option}" for option in used)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", default="dsb2018_fluo_dev")
@@ -85,6 +95,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--first-point", default="uniform", choices=("uniform", "interior"))
     parser.add_argument("--iou-rank-weight", type=float, default=0.0)
+    parser.add_argument("--flips", action="store_true", help="add left-right mirrored images")
+    parser.add_argument("--augment", action="store_true", help="random flips and quarter turns")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out-suffix", default="", help="appended to the results' file name")
     parser.add_argument("--note", default="quiet machine apart from other light work")
@@ -107,6 +119,8 @@ def main() -> None:
         refine_rounds=args.refine_rounds,
         warmup_steps=args.warmup,
         first_point=args.first_point,
+        flips=args.flips,
+        augment=args.augment,
         iou_rank_weight=args.iou_rank_weight,
     )
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="samscope-finetune-"))
@@ -171,7 +185,8 @@ def main() -> None:
         "",
         f"Training {result['training_seconds']:.0f} s ({args.epochs} epochs, "
         f"{args.objects_per_step} objects/step, 1 + {args.point_rounds} + {args.refine_rounds} "
-        f"rounds, {args.trainable}), peak RSS {peak_rss_gb:.2f} GB, {result['device']}. "
+        f"rounds, {args.trainable}{_options(config)}), peak RSS {peak_rss_gb:.2f} GB, "
+        f"{result['device']}. "
         f"{result['note']}.",
     ]
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")

@@ -57,6 +57,13 @@ def add_finetune_command(subparsers) -> None:
     parser.add_argument("--refine-rounds", type=int, default=2, help="mask-only rounds (2)")
     parser.add_argument("--flips", action="store_true", help="add left-right mirrored images")
     parser.add_argument(
+        "--augment",
+        action="store_true",
+        help="random flips and quarter turns: with a trained encoder (partial, all) each step "
+        "shows the image under a random one of the 8; with a frozen one all 8 are embedded "
+        "once and each epoch goes through them (8x the steps)",
+    )
+    parser.add_argument(
         "--first-point",
         choices=FIRST_POINTS,
         default="uniform",
@@ -118,6 +125,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         point_rounds=args.point_rounds,
         refine_rounds=args.refine_rounds,
         flips=args.flips,
+        augment=args.augment,
         first_point=args.first_point,
         iou_rank_weight=args.iou_rank_weight,
         seed=args.seed,

@@ -125,6 +125,11 @@ class FinetuneWidget(QWidget):
         self.point_rounds_spin = _spin(0, 32, 8)
         self.refine_rounds_spin = _spin(0, 32, 2)
         self.flips_check = QCheckBox("also train on left-right mirrored images")
+        self.augment_check = QCheckBox("random flips and quarter turns")
+        self.augment_check.setToolTip(
+            "show each image under a random one of its 8 flips/quarter turns (trained encoder), "
+            "or train on all 8 (frozen encoder: 8x the steps per epoch)"
+        )
         defaults = FinetuneConfig()
         self.first_point_combo = QComboBox()
         self.first_point_combo.addItems(FIRST_POINTS)
@@ -170,6 +175,7 @@ class FinetuneWidget(QWidget):
         ):
             form.addRow(label, widget)
         form.addRow(self.flips_check)
+        form.addRow(self.augment_check)
         form.addRow(self.thresholds_check)
         form.addRow("output folder", out_row)
         form.addRow(self.resume_check)
@@ -251,6 +257,7 @@ class FinetuneWidget(QWidget):
             point_rounds=self.point_rounds_spin.value(),
             refine_rounds=self.refine_rounds_spin.value(),
             flips=self.flips_check.isChecked(),
+            augment=self.augment_check.isChecked(),
             first_point=self.first_point_combo.currentText(),
             iou_rank_weight=self.rank_spin.value(),
         )

@@ -7,14 +7,15 @@ fraction of each cell inside the object (stored as uint8 0-255). Objects that co
 half or more (specks far below the model's resolution) are dropped.
 
 With a frozen image encoder the embedding of every image (and of its left-right mirror when
-`flips` is on) is computed once, before training; otherwise the resized pixels are kept and
-the encoder runs in each step.
+`flips` is on, or of all 8 flips and quarter turns with `augment`) is computed once, before
+training; otherwise the resized pixels are kept and the encoder runs in each step, and with
+`augment` the trainer shows each image under a random flip/quarter turn (`random_view`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -28,6 +29,8 @@ from ..predictor import Predictor
 LOW_RES = 256
 _CELL = MODEL_INPUT_SIZE // LOW_RES
 _CHUNK = 16
+DIHEDRAL = 8  # 4 quarter turns, each plain or mirrored
+MIRROR = 4  # the dihedral index of a plain left-right mirror
 
 
 @dataclass
@@ -38,6 +41,7 @@ class TrainingImage:
     pixels: (1, 3, h, w) float32 resized RGB 0-255 (trained encoder), else None.
     geometry: sizes of the original and resized image.
     targets: (N, 256, 256) uint8 soft object targets in the input frame (255 = inside).
+    source: the sample, kept when the trainer draws a new flip/turn of it in each step.
     """
 
     name: str
@@ -45,6 +49,7 @@ class TrainingImage:
     pixels: torch.Tensor | None
     geometry: ImageGeometry
     targets: torch.Tensor
+    source: Sample | None = None
 
     @property
     def valid_cells(self) -> tuple[int, int]:
@@ -76,38 +81,97 @@ def low_res_targets(masks: Sequence[np.ndarray], geometry: ImageGeometry) -> tor
     return torch.cat(out)
 
 
+def dihedral(array: np.ndarray, k: int, axes: tuple[int, int] = (0, 1)) -> np.ndarray:
+    """`array` turned k % 4 quarter turns counter-clockwise in the plane of `axes` (rows,
+    columns), then mirrored left-right if k >= 4; k = 0..7 gives the 8 symmetries of a square."""
+    if not 0 <= k < DIHEDRAL:
+        raise ValueError(f"k must be 0..{DIHEDRAL - 1}, got {k}")
+    out = np.rot90(array, k % 4, axes=axes)
+    if k >= MIRROR:
+        out = np.flip(out, axis=axes[1])
+    return np.ascontiguousarray(out)
+
+
+def transformed_sample(sample: Sample, k: int) -> Sample:
+    """`sample` with its image and every per-pixel annotation under `dihedral(..., k)`."""
+    if k == 0:
+        return sample
+    return replace(
+        sample,
+        name=f"{sample.name} ({_view_name(k)})",
+        image=dihedral(sample.image, k),
+        label_image=None if sample.label_image is None else dihedral(sample.label_image, k),
+        masks=None if sample.masks is None else dihedral(sample.masks, k, axes=(1, 2)),
+        ignore=None if sample.ignore is None else dihedral(sample.ignore, k),
+        boundaries=None,
+    )
+
+
+def _view_name(k: int) -> str:
+    turn = f"turned {90 * (k % 4)} deg" if k % 4 else ""
+    return ", ".join(part for part in (turn, "mirrored" if k >= MIRROR else "") if part)
+
+
+def training_image(
+    sample: Sample, predictor: Predictor | None, keep_source: bool = False
+) -> TrainingImage:
+    """One training item for `sample` (embedded by `predictor`, or its pixels kept if None).
+
+    Raises ImageError for label images that are empty or one object covering everything.
+    """
+    masks = label_masks(sample)
+    geometry = ImageGeometry.for_shape(sample.shape)
+    targets = low_res_targets(masks, geometry)
+    targets = targets[targets.flatten(1).amax(1) >= 128]
+    if len(targets) == 0:
+        raise ImageError(f"{sample.name}: every object is too small for the model to learn")
+    features = pixels = None
+    if predictor is not None:
+        features = predictor.compute_embedding(sample.image).features.cpu()
+    else:
+        resized, geometry = prepare_image(sample.image)
+        pixels = torch.from_numpy(resized).permute(2, 0, 1)[None].float()
+    source = sample if keep_source else None
+    return TrainingImage(sample.name, features, pixels, geometry, targets, source)
+
+
+def random_view(item: TrainingImage, rng: np.random.Generator) -> TrainingImage:
+    """`item` under a random one of the 8 flips/quarter turns (pixels kept, no embedding);
+    the item itself when it kept no source sample."""
+    if item.source is None:
+        return item
+    k = int(rng.integers(0, DIHEDRAL))
+    if k == 0:
+        return item
+    return training_image(transformed_sample(item.source, k), None, keep_source=False)
+
+
 def prepare_training_images(
     samples: Sequence[Sample],
     predictor: Predictor | None,
     flips: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    augment: bool = False,
 ) -> list[TrainingImage]:
-    """Training items for `samples` (and their mirrors with `flips`).
+    """Training items for `samples`.
 
     predictor: computes the cached embeddings (frozen encoder); None keeps pixels instead.
+    flips: also each sample's left-right mirror.
+    augment: with a predictor, all 8 flips/quarter turns of each sample (embedded once);
+    without, one item per sample that keeps its source for `random_view` in each step.
     Raises ImageError for label images that are empty or one object covering everything.
     """
-    variants = [(s, False) for s in samples] + ([(s, True) for s in samples] if flips else [])
+    if augment and predictor is not None:
+        turns = range(DIHEDRAL)
+    elif flips and not augment:
+        turns = (0, MIRROR)
+    else:
+        turns = (0,)
+    variants = [(s, k) for k in turns for s in samples]
+    keep = augment and predictor is None
     items: list[TrainingImage] = []
-    for done, (sample, mirrored) in enumerate(variants, start=1):
-        masks = label_masks(sample)
-        image = sample.image
-        if mirrored:
-            image = np.ascontiguousarray(image[:, ::-1])
-            masks = [np.ascontiguousarray(m[:, ::-1]) for m in masks]
-        geometry = ImageGeometry.for_shape(sample.shape)
-        targets = low_res_targets(masks, geometry)
-        targets = targets[targets.flatten(1).amax(1) >= 128]
-        if len(targets) == 0:
-            raise ImageError(f"{sample.name}: every object is too small for the model to learn")
-        features = pixels = None
-        if predictor is not None:
-            features = predictor.compute_embedding(image).features.cpu()
-        else:
-            resized, geometry = prepare_image(image)
-            pixels = torch.from_numpy(resized).permute(2, 0, 1)[None].float()
-        name = f"{sample.name} (mirrored)" if mirrored else sample.name
-        items.append(TrainingImage(name, features, pixels, geometry, targets))
+    for done, (sample, k) in enumerate(variants, start=1):
+        items.append(training_image(transformed_sample(sample, k), predictor, keep_source=keep))
         if progress is not None:
             progress(done, len(variants))
     return items

@@ -39,7 +39,7 @@ from ..evaluation.prompted import single_point
 from ..modeling.sam import SamModel
 from ..predictor import Predictor
 from . import checkpointing
-from .data import TrainingImage, prepare_training_images
+from .data import TrainingImage, prepare_training_images, random_view
 from .losses import sam_loss
 from .simulation import error_points, interior_points, noisy_boxes, random_points
 
@@ -63,6 +63,7 @@ class FinetuneConfig:
     point_rounds: int = 8
     refine_rounds: int = 2
     flips: bool = False
+    augment: bool = False  # random flips/quarter turns (see data.prepare_training_images)
     first_point: str = "uniform"  # uniform | interior (the object's core, see simulation)
     iou_rank_weight: float = 0.0  # > 0 adds the ranking term to the IoU head loss (losses)
     seed: int = 0
@@ -278,7 +279,7 @@ def finetune(
         say(f"resuming {out} after epoch {start_epoch}")
 
     embed_predictor = None if encoder_trains else Predictor(model, device=device)
-    items = prepare_training_images(train, embed_predictor, config.flips)
+    items = prepare_training_images(train, embed_predictor, config.flips, augment=config.augment)
     val_cache: dict[str, ImageEmbedding] = {}
     if previous is None:
         card["baseline_val_miou"] = validate(model, val, val_cache, encoder_trains)
@@ -295,7 +296,8 @@ def finetune(
                 group["lr"] = config.lr * _lr_factor(step, total, config.warmup_steps)
             _set_modes(model, encoder_trains)
             optimizer.zero_grad(set_to_none=True)
-            parts = train_step(model, items[item_index], config, rng, generator, device)
+            item = random_view(items[item_index], rng)
+            parts = train_step(model, item, config, rng, generator, device)
             optimizer.step()
             losses.append(parts["loss"])
             step += 1
@@ -355,13 +357,24 @@ def _new_card(model, train, val, config: FinetuneConfig, data_info: dict | None)
     }
 
 
+_SAME_RUN_KEYS = (
+    "trainable",
+    "lr",
+    "objects_per_step",
+    "flips",
+    "augment",
+    "first_point",
+    "iou_rank_weight",
+)
+
+
 def _check_same_run(old: dict, new: dict, out: Path) -> None:
     if old.get("arch") != new["arch"]:
         raise CheckpointError(
             f"{out} holds a {old.get('arch')} fine-tuning run, but the base model is "
             f"{new['arch']}: use another output folder or the same base model"
         )
-    for key in ("trainable", "lr", "objects_per_step", "flips", "first_point", "iou_rank_weight"):
+    for key in _SAME_RUN_KEYS:
         defaults = dataclasses.asdict(FinetuneConfig())  # runs from before a setting existed
         if old["config"].get(key, defaults[key]) != new["config"][key]:
             raise CheckpointError(

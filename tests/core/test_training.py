@@ -25,7 +25,14 @@ from sam_core.training import (
     sam_loss,
     trainable_parameters,
 )
-from sam_core.training.data import prepare_training_images
+from sam_core.training.data import (
+    DIHEDRAL,
+    dihedral,
+    low_res_targets,
+    prepare_training_images,
+    random_view,
+    transformed_sample,
+)
 from sam_core.training.simulation import (
     error_points,
     interior_points,
@@ -134,6 +141,58 @@ def crops(shared_dir):
     return out
 
 
+def test_the_eight_flips_and_turns_are_distinct_and_keep_labels_on_their_pixels():
+    grid = np.arange(12).reshape(3, 4)  # no symmetry: each of the 8 views differs
+    views = [dihedral(grid, k) for k in range(DIHEDRAL)]
+    assert len({v.tobytes() + bytes(v.shape) for v in views}) == DIHEDRAL
+    assert np.array_equal(views[4], grid[:, ::-1])  # k=4 is the plain left-right mirror
+    assert np.array_equal(views[1], np.array([[3, 7, 11], [2, 6, 10], [1, 5, 9], [0, 4, 8]]))
+    assert [v.shape for v in views[:2]] == [(3, 4), (4, 3)]
+    with pytest.raises(ValueError, match=r"0\.\.7"):
+        dihedral(grid, 8)
+
+    label = np.zeros((6, 10), np.uint16)
+    label[1:3, 2:7], label[4, 8] = 1, 2
+    image = np.stack([label * 50] * 3, axis=-1).astype(np.uint8)  # the image shows the labels
+    sample = Sample("s", image, label_image=label, ignore=label == 2)
+    for k in range(DIHEDRAL):
+        view = transformed_sample(sample, k)
+        assert np.array_equal(view.image[..., 0], view.label_image * 50)
+        assert np.array_equal(view.ignore, view.label_image == 2)
+        assert view.n_instances == 2 and (view.name == "s") == (k == 0)
+    assert transformed_sample(sample, 5).name == "s (turned 90 deg, mirrored)"
+
+
+def test_augment_keeps_sources_for_a_trained_encoder_and_embeds_all_views_for_a_frozen_one(
+    crops, vit_t_model
+):
+    wide = Sample("wide", crops[0].image[:, :64], label_image=crops[0].label_image[:, :64])
+    (item,) = prepare_training_images([wide], None, augment=True)
+    assert item.source is wide and item.pixels is not None
+    (plain,) = prepare_training_images([wide], None)  # no augment: always the item itself
+    assert plain.source is None and random_view(plain, np.random.default_rng(0)) is plain
+    rng, names = np.random.default_rng(0), set()
+    for _ in range(40):
+        view = random_view(item, rng)
+        names.add(view.name)
+        turned = "90" in view.name or "270" in view.name
+        assert view.geometry.input_hw == ((1024, 683) if not turned else (683, 1024))
+        assert view.pixels.shape[-2:] == view.geometry.input_hw
+        # the same objects, moved: every view keeps each object's area in the low-res frame
+        assert sorted(view.targets.float().sum((1, 2)).round().tolist()) == pytest.approx(
+            sorted(item.targets.float().sum((1, 2)).round().tolist()), rel=0.02
+        )
+    assert len(names) == DIHEDRAL
+    # a frozen encoder: the 8 views are embedded once, each its own item
+    items = prepare_training_images([wide], Predictor(vit_t_model), augment=True)
+    assert len(items) == DIHEDRAL and all(i.features is not None for i in items)
+    assert len({i.name for i in items}) == DIHEDRAL
+    assert len(prepare_training_images([wide], None, flips=True)) == 2
+    turned = transformed_sample(wide, 3)
+    expected = low_res_targets(list(turned.instances()), items[3].geometry)
+    assert torch.equal(items[3].targets, expected[expected.flatten(1).amax(1) >= 128])
+
+
 def test_bad_training_input_is_refused(crops, vit_t_model, tmp_path):
     empty = Sample("empty", crops[0].image, label_image=np.zeros((96, 96), np.uint16))
     with pytest.raises(ImageError, match="empty"):
@@ -233,11 +292,13 @@ def test_cli_finetune_stores_automatic_thresholds_that_segment_uses(
     out = tmp_path / "run"
     args = ["finetune", str(folder), "--val-count", "1", "--epochs", "1", "--out", str(out)]
     args += ["--objects-per-step", "2", "--point-rounds", "1", "--refine-rounds", "0"]
-    args += ["--first-point", "interior", "--iou-rank-weight", "0.5"]
+    args += ["--first-point", "interior", "--iou-rank-weight", "0.5", "--augment"]
     assert main([*args, "--model", str(mobilesam_checkpoint)]) == 0
     card = json.loads((out / "model.json").read_text())
     assert card["config"]["first_point"] == "interior"
     assert card["config"]["iou_rank_weight"] == 0.5
+    assert card["config"]["augment"] is True
+    assert len(card["history"]) == 1  # one epoch over the 8 embedded views of 2 images
     found = card["automatic"]
     assert found["pred_iou_thresh"] in IOU_GRID
     assert found["stability_score_thresh"] in STABILITY_GRID

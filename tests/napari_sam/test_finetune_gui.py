@@ -94,6 +94,9 @@ def test_finetune_on_a_committed_stack_writes_a_loadable_model(
     card = widget.card
     assert card["config"]["first_point"] == "interior"
     assert card["config"]["iou_rank_weight"] == 1.0
+    assert card["config"]["augment"] is False
+    widget.augment_check.setChecked(True)
+    assert widget.config().augment is True
     assert [h["epoch"] for h in card["history"]] == [1]
     assert json.loads((tmp_path / "run" / "model.json").read_text())["epochs_done"] == 1
     used = card["data"]["train_images"] + card["data"]["val_images"]
