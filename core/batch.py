@@ -21,7 +21,6 @@ Outputs (names: ``<input stem>`` + suffix):
 
 from __future__ import annotations
 
-import functools
 import io
 import json
 import os
@@ -34,9 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ImageError, OutputError, SamscopeError
-from .image_io import TIFF_SUFFIXES, read_image, write_bytes
+from .image_io import IMAGE_SUFFIXES, write_bytes
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", *TIFF_SUFFIXES)
 FORMATS = {"tif": "_labels.tif", "png": "_labels.png", "coco": "_masks.json"}
 
 
@@ -45,8 +43,11 @@ class SegmentSettings:
     """What every job needs besides its file names (plain values: picklable for Dask).
 
     amg: keyword arguments of `AutomaticMaskGenerator` (points_per_side, pred_iou_thresh, ...).
-    cache_dir: folder of zarr embedding caches (``<stem>.zarr``), used for images the generator
-        embeds whole (no crop layers, not tiled); None computes embeddings afresh.
+    cache_dir: the session's folder of zarr embedding stores (keyed on pixels, see
+        `sam_core.session`), used unless the generator embeds zoomed crops (crop layers);
+        None computes embeddings afresh.
+    overlay: also write ``<stem>_overlay.png`` (the masks over the image, `sam_core.overlay`)
+        beside each output; for a stack, its middle slice as ``<stem>_overlay_z<Z>.png``.
     """
 
     model: str = "vit_t"
@@ -55,9 +56,11 @@ class SegmentSettings:
     format: str = "tif"
     channels: int | tuple[int, ...] | None = None
     normalization: str = "auto"
+    axes: str | None = None
     amg: dict = field(default_factory=dict)
     cache_dir: str | None = None
     overwrite: bool = False
+    overlay: bool = False
 
 
 @dataclass(frozen=True)
@@ -152,13 +155,20 @@ def is_done(job: Job) -> bool:
 
 
 # ------------------------------------------------------------------------------- running
-@functools.lru_cache(maxsize=2)
-def get_predictor(model: str, device: str = "cpu", precision: str = "fp32"):
-    """A `Predictor` for `model`, loaded once per process (Dask workers reuse it)."""
-    from .loading import load_model
-    from .predictor import Predictor
+def session_for(settings: SegmentSettings):
+    """The `Session` a job runs in: the settings' model, device, precision and cache folder."""
+    from .session import Session
 
-    return Predictor(load_model(model, device="cpu"), device=device, precision=precision)
+    return Session(
+        settings.model, settings.device, settings.precision, cache_dir=settings.cache_dir
+    )
+
+
+def get_predictor(model: str, device: str = "cpu", precision: str = "fp32"):
+    """The process's shared `Predictor` for `model` (Dask workers load it once)."""
+    from .session import get_predictor as shared_predictor
+
+    return shared_predictor(model, device, precision)
 
 
 def run_job(
@@ -169,16 +179,25 @@ def run_job(
 ) -> JobResult:
     """Segment one file and write its output; errors of this file become a "failed" result.
 
-    predictor: the `Predictor` to use (default: `get_predictor` for the settings' model).
+    predictor: the `Predictor` to use (default: the session's shared one for the settings).
     """
+    from .session import Session
+
     start = time.perf_counter()
     if is_done(job) and not settings.overwrite:
         return JobResult(str(job.input), str(job.output), "skipped")
     try:
-        image = read_image(job.input)
-        if predictor is None:
-            predictor = get_predictor(settings.model, settings.device, settings.precision)
-        n_objects = _segment_file(job, image, settings, predictor, progress)
+        session = session_for(settings)
+        if predictor is not None:
+            session = Session(
+                settings.model,
+                settings.device,
+                settings.precision,
+                cache_dir=settings.cache_dir,
+                predictor=predictor,
+            )
+        image = session.load(job.input, settings.channels, settings.normalization, settings.axes)
+        n_objects = _segment_file(job, image, settings, session, progress)
     except (SamscopeError, OSError, ValueError, MemoryError) as exc:
         return JobResult(
             str(job.input),
@@ -196,86 +215,48 @@ def run_job(
     )
 
 
-def is_stack(image: np.ndarray) -> bool:
-    """(Z, H, W) or (Z, H, W, C) data, as a TIFF stack reads: 4-D, or 3-D with more than 4
-    planes on the last axis (a colour image has 1, 3 or 4 there)."""
-    return image.ndim == 4 or (image.ndim == 3 and image.shape[-1] > 4)
-
-
-def _segment_file(job, image, settings, predictor, progress) -> int:
-    if image.ndim > 4:
-        raise ImageError(
-            f"{job.input} holds {image.ndim}-D data {image.shape}; expected a 2-D image "
-            "(H, W[, C]) or a stack (Z, H, W[, C])"
-        )
-    if is_stack(image):
+def _segment_file(job, image, settings, session, progress) -> int:
+    """image: the file as a `SessionImage` (a plane or a stack)."""
+    if image.is_stack:
         if settings.format != "tif":
             raise ImageError(
-                f"{job.input} is a stack of {image.shape[0]} slices {image.shape}; "
+                f"{job.input} is a stack of {image.n_slices} slices {image.data.shape}; "
                 f"--format {settings.format} takes 2-D images only: use --format tif "
                 "(one label TIFF stack) or pass 2-D images"
             )
         labels = np.stack(
             [
-                _labels(
-                    segment_image(image[z], settings, predictor, job, (image, z), progress),
-                    image.shape[1:3],
-                )
-                for z in range(image.shape[0])
+                _labels(segment_image(image, settings, session, z, progress), image.image_hw)
+                for z in range(image.n_slices)
             ]
         )
         _write_tiff(job.output, labels)
+        if settings.overlay:
+            z = image.n_slices // 2
+            path = job.output.with_name(f"{job.input.stem}_overlay_z{z}.png")
+            write_overlay(path, image.plane(z), labels[z], image.channels)
         return int(sum(len(np.unique(s)) - 1 for s in labels))
-    records = segment_image(image, settings, predictor, job, None, progress)
+    records = segment_image(image, settings, session, None, progress)
     if settings.format == "coco":
-        _write_coco(job, image, records, settings)
+        _write_coco(job, image.image_hw, records, settings)
     else:
-        labels = _labels(records, image.shape[:2])
+        labels = _labels(records, image.image_hw)
         if settings.format == "png":
             _write_png16(job.output, labels)
         else:
             _write_tiff(job.output, labels)
+    if settings.overlay:
+        path = job.output.with_name(f"{job.input.stem}_overlay.png")
+        write_overlay(path, image.plane(), _labels(records, image.image_hw), image.channels)
     return len(records)
 
 
-def segment_image(image, settings, predictor, job=None, in_stack=None, progress=None) -> list[dict]:
-    """Records of the automatic masks of one 2-D image (see `AutomaticMaskGenerator`).
-
-    job / in_stack: the file's job and, for a slice, (volume, index): they name the cache entry.
-    """
-    from .automatic import AutomaticMaskGenerator
-
+def segment_image(image, settings, session, z=None, progress=None) -> list[dict]:
+    """Records of the automatic masks of one 2-D plane (slice `z` of a stack), see
+    `AutomaticMaskGenerator`; embeddings come through the session (and its zarr cache)."""
     mode = "coco_rle" if settings.format == "coco" else "cropped_mask"
-    options = {**settings.amg, "output_mode": mode}
-    amg = AutomaticMaskGenerator(predictor, **options)
-    embedding = None
-    if settings.cache_dir is not None and job is not None:
-        embedding = _cached_embedding(amg, image, settings, predictor, job, in_stack)
-    return amg.generate(
-        image, embedding, settings.channels, settings.normalization, progress=progress
-    )
-
-
-def _cached_embedding(amg, image, settings, predictor, job, in_stack):
-    """The embedding from the zarr cache: the whole image's, or its tiles' with the generator's
-    own tile layout. None when the generator embeds zoomed crops (crop layers)."""
-    from .embedding_cache import EmbeddingCache
-
-    layout = amg.tile_layout(image.shape[:2])
-    if layout is None and len(amg.regions_for(image.shape[:2])) != 1:
-        return None
-    tiling = {"max_side": 10**9} if layout is None else {"tile_shape": layout.tile_shape}
-    cache = EmbeddingCache(
-        Path(settings.cache_dir) / f"{job.input.stem}.zarr",
-        predictor,
-        halo=amg.halo,
-        channels=settings.channels,
-        normalization=settings.normalization,
-        **tiling,
-    )
-    if in_stack is None:
-        return cache.embedding(image)
-    return cache.slice_embedding(*in_stack)
+    generator = session.automatic_generator(**settings.amg, output_mode=mode)
+    return session.generate(image, z, generator=generator, progress=progress)
 
 
 def _labels(records: list[dict], image_hw: tuple[int, int]) -> np.ndarray:
@@ -285,6 +266,20 @@ def _labels(records: list[dict], image_hw: tuple[int, int]) -> np.ndarray:
 
 
 # -------------------------------------------------------------------------------- writing
+def write_overlay(path: Path, plane: np.ndarray, labels: np.ndarray, channels=None) -> Path:
+    """A PNG of the (H, W) instance `labels` drawn over `plane` ((H, W[, C]) as read) with
+    `sam_core.overlay`, 64 objects at a time so memory stays small; written atomically."""
+    from .image_io import write_png
+    from .overlay import overlay
+
+    ids = np.unique(labels)
+    ids = ids[ids > 0]
+    picture = overlay(plane, None, channels=channels)  # the image as the model sees it
+    for start in range(0, len(ids), 64):
+        picture = overlay(picture, labels[None] == ids[start : start + 64, None, None])
+    return write_png(path, picture)
+
+
 def _write_tiff(path: Path, labels: np.ndarray) -> None:
     import tifffile
 
@@ -305,10 +300,10 @@ def _write_png16(path: Path, labels: np.ndarray) -> None:
     write_bytes(path, buffer.getvalue())
 
 
-def _write_coco(job: Job, image: np.ndarray, records: list[dict], settings) -> None:
+def _write_coco(job: Job, image_hw, records: list[dict], settings) -> None:
     from . import __version__
 
-    h, w = (int(v) for v in image.shape[:2])
+    h, w = (int(v) for v in image_hw)
     annotations = []
     for i, record in enumerate(records):
         annotations.append(

@@ -29,9 +29,11 @@ from .checkpoints import CACHE_ENV, OFFLINE_ENV, cache_dir, cached_path, fetch_c
 from .cli_batch import add_embed_command, add_segment_command
 from .cli_evaluate import add_evaluate_command
 from .cli_finetune import add_finetune_command
+from .cli_plugin_install import add_fiftyone_install_command
 from .errors import SamscopeError, UnknownModelError
 from .image_input import ImageGeometry, as_rgb_uint8_or_float
-from .image_io import read_image, write_bytes, write_mask_png, write_png
+from .image_io import write_bytes, write_mask_png, write_png
+from .mask_geometry import best_mask_index
 from .prompts import build_prompts
 from .registry import DEFAULT_MODEL, get_spec, list_models
 
@@ -150,10 +152,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("-q", "--quiet", action="store_true", help="no download progress")
 
 
-def _load_predictor(args: argparse.Namespace):
-    """(Predictor, seconds): fetch (with progress) and load the model, move it to the device."""
-    from .loading import load_model
-    from .predictor import Predictor
+def _load_session(args: argparse.Namespace, **session_options):
+    """(Session, seconds): fetch the model (with progress) and load it into the process's
+    shared predictor on the device (`sam_core.session`)."""
+    from .session import Session
 
     start = time.perf_counter()
     name = args.model
@@ -165,12 +167,18 @@ def _load_predictor(args: argparse.Namespace):
                 f"{name!r} is neither a known model name nor an existing checkpoint file. {exc}"
             ) from None
         fetch_checkpoint(name, progress=not args.quiet)
-    model = load_model(name, device="cpu")
+    session = Session(name, device=args.device, precision=args.precision, **session_options)
     try:
-        predictor = Predictor(model, device=args.device, precision=args.precision)
+        session.predictor  # noqa: B018  (loads it now, so the time is reported as loading)
     except (ValueError, RuntimeError) as exc:  # device/precision not available here
         raise CliError(str(exc)) from None
-    return predictor, time.perf_counter() - start
+    return session, time.perf_counter() - start
+
+
+def _load_predictor(args: argparse.Namespace):
+    """(Predictor, seconds): the session's shared predictor (see `_load_session`)."""
+    session, seconds = _load_session(args)
+    return session.predictor, seconds
 
 
 def _timed(fn, *fn_args, **fn_kwargs):
@@ -288,27 +296,50 @@ def add_predict_command(subparsers) -> None:
         choices=("auto", "percentile", "minmax", "none"),
         help="for non-uint8 images (default: 1st-99.8th percentile)",
     )
+    image_opts.add_argument(
+        "--slice", type=int, metavar="Z", help="the slice of a stack (Z, H, W[, C]) to segment"
+    )
+    add_axes_option(image_opts)
     _add_model_options(parser)
     parser.set_defaults(run=run_predict)
 
 
-def _read_input(args: argparse.Namespace) -> tuple[np.ndarray, str]:
+def add_axes_option(group) -> None:
+    """--axes: the user's names for a file's axes, overriding metadata and the shape rule."""
+    group.add_argument(
+        "--axes",
+        metavar="AXES",
+        help="what the file's axes are, e.g. CYX (channels first), ZYX (a stack), YXC; "
+        "default: the file's metadata, else channels last when <= 16 (see docs)",
+    )
+
+
+def _read_input(args: argparse.Namespace, session) -> tuple[object, str]:
+    """(SessionImage, stem) of the IMAGE file or the --sample image."""
     if (args.image is None) == (args.sample is None):
         raise CliError("give either an IMAGE file or --sample NAME")
-    if args.sample:
-        return load_sample(args.sample), args.sample
-    return read_image(args.image), Path(args.image).stem
+    source = load_sample(args.sample) if args.sample else Path(args.image)
+    image = session.load(source, args.channel, args.normalization, getattr(args, "axes", None))
+    return image, args.sample or Path(args.image).stem
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    image, stem = _read_input(args)
-    rgb = as_rgb_uint8_or_float(image, args.channel, args.normalization)  # validates the image
+    from .session import Session
+
+    image, stem = _read_input(args, Session(args.model))  # reading needs no model
+    z = args.slice
+    if image.is_stack and z is None:
+        raise CliError(
+            f"{args.image} is a stack of {image.n_slices} slices (axes {image.axes}, shape "
+            f"{image.data.shape}); choose one with --slice Z, or --axes if these are channels"
+        )
+    plane = image.plane(z)
     points = [*args.point, *args.negative]
     labels = [1] * len(args.point) + [0] * len(args.negative)
     if not points and args.box is None:
         if not args.sample:
             raise CliError("no prompt: give --point X,Y (repeatable), --negative X,Y or --box")
-        points, labels = seed_points(image, 1, args.channel).tolist(), [1]
+        points, labels = seed_points(plane, 1, image.channels).tolist(), [1]
         _say(f"no prompt given: using the default point {_xy(points[0])} (see --help)")
     if args.all_masks and args.multimask is False:
         raise CliError("--all-masks needs the 3 candidates of multimask mode, not --single")
@@ -317,17 +348,24 @@ def run_predict(args: argparse.Namespace) -> int:
         multimask = args.all_masks or (len(points) == 1 and args.box is None)
     point_arg = points or None
     label_arg = labels or None
-    build_prompts(ImageGeometry.for_shape(rgb.shape[:2]), point_arg, label_arg, args.box)
+    build_prompts(ImageGeometry.for_shape(image.image_hw), point_arg, label_arg, args.box)
 
     out = args.out or Path(f"{stem}_mask.png")
     overlay_path = args.overlay or out.with_name(f"{out.stem}_overlay.png")
-    predictor, load_s = _load_predictor(args)
-    _, embed_s = _timed(predictor.set_image, image, args.channel, args.normalization)
+    session, load_s = _load_session(args)
+    embedding, embed_s = _timed(session.embed, image, z)
     (masks, scores, _), predict_s = _timed(
-        predictor.predict, points=point_arg, labels=label_arg, box=args.box, multimask=multimask
+        session.predict,
+        embedding,
+        points=point_arg,
+        labels=label_arg,
+        box=args.box,
+        multimask=multimask,
     )
-    best = int(np.argmax(scores))
-    _say(f"image    {args.image or 'sample ' + stem} ({_describe(image)})")
+    predictor = session.predictor
+    best = best_mask_index(masks, scores)
+    where = "" if z is None else f", slice {z}"
+    _say(f"image    {args.image or 'sample ' + stem} ({_describe(plane)}{where})")
     written = []
     if args.all_masks:
         for i, mask in enumerate(masks):
@@ -344,7 +382,7 @@ def run_predict(args: argparse.Namespace) -> int:
         from .overlay import overlay
 
         picture = overlay(
-            image, shown, points or None, labels or None, args.box, channels=args.channel
+            plane, shown, points or None, labels or None, args.box, channels=image.channels
         )
         _say(f"overlay  {write_png(overlay_path, picture)}")
     _say(
@@ -396,14 +434,20 @@ def run_demo(args: argparse.Namespace) -> int:
     image = load_sample(args.sample)
     points_xy = seed_points(image, args.objects)
     _say(f"sample   {args.sample}: {SAMPLES[args.sample]} ({_describe(image)})")
-    predictor, load_s = _load_predictor(args)
+    session, load_s = _load_session(args)
+    predictor = session.predictor
     _say(f"model    {predictor.model_name} on {predictor.device}, {predictor.precision}")
-    _, embed_s = _timed(predictor.set_image, image)
+    sample = session.load(image)
+    embedding, embed_s = _timed(session.embed, sample)
     batch_points = points_xy[:, None, :]  # (B, 1, 2): one positive point per object
     (masks, scores, _), predict_s = _timed(
-        predictor.predict, points=batch_points, labels=np.ones((len(points_xy), 1)), multimask=True
+        session.predict,
+        embedding,
+        points=batch_points,
+        labels=np.ones((len(points_xy), 1)),
+        multimask=True,
     )
-    best = scores.argmax(axis=1)
+    best = np.array([best_mask_index(m, s) for m, s in zip(masks, scores, strict=True)])
     chosen = masks[np.arange(len(best)), best]  # (B, H, W)
     chosen_scores = scores[np.arange(len(best)), best]
 
@@ -429,7 +473,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     picture = overlay(image, chosen, points_xy, np.ones(len(points_xy)))
     write_png(out / "overlay.png", picture)
-    automatic = _demo_automatic_masks(predictor, image, args.grid, out) if args.grid else None
+    automatic = _demo_automatic_masks(session, sample, args.grid, out) if args.grid else None
     summary = {
         "samscope": __version__,
         "model": predictor.model_name,
@@ -464,16 +508,17 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_automatic_masks(predictor, image: np.ndarray, grid: int, out: Path) -> dict:
-    """Segment everything in `image` (reusing the predictor's embedding); write a label TIFF,
-    an overlay and the records (COCO RLE) to `out`; return a summary."""
+def _demo_automatic_masks(session, sample, grid: int, out: Path) -> dict:
+    """Segment everything in `sample` (its embedding comes from the session's cache); write a
+    label TIFF, an overlay and the records (COCO RLE) to `out`; return a summary."""
     import tifffile
     from tqdm import tqdm
 
-    from .automatic import AutomaticMaskGenerator, masks_to_label_image
+    from .automatic import masks_to_label_image
     from .overlay import overlay
 
-    amg = AutomaticMaskGenerator(predictor, points_per_side=grid, output_mode="coco_rle")
+    image = sample.data
+    amg = session.automatic_generator(points_per_side=grid, output_mode="coco_rle")
     start = time.perf_counter()
     with tqdm(total=1, desc="automatic masks", unit="step", leave=False) as bar:
 
@@ -481,7 +526,7 @@ def _demo_automatic_masks(predictor, image: np.ndarray, grid: int, out: Path) ->
             bar.total = total
             bar.update(done - bar.n)
 
-        candidates = amg.compute_candidates(image, embedding=predictor.embedding, progress=progress)
+        candidates = session.automatic_candidates(sample, None, amg, progress)
     records = amg.select(candidates)
     seconds = time.perf_counter() - start
     labels = masks_to_label_image(records, image.shape[:2])
@@ -511,6 +556,7 @@ COMMANDS: tuple[Callable[..., None], ...] = (
     add_finetune_command,
     add_segment_command,
     add_embed_command,
+    add_fiftyone_install_command,
 )
 
 
@@ -538,6 +584,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except SamscopeError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # bad input a library refused (e.g. Pillow, tifffile, numpy)
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # e.g. an output folder that can't be written

@@ -56,7 +56,7 @@ AMG_OPTIONS = {
     ),
 }
 _FRACTIONS = ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crop_nms_thresh")
-OFFICIAL_THRESHOLDS = {"pred_iou_thresh": 0.88, "stability_score_thresh": 0.95}
+OFFICIAL_THRESHOLDS = ("pred_iou_thresh", "stability_score_thresh")
 
 
 class BatchUsageError(SamscopeError):
@@ -64,7 +64,7 @@ class BatchUsageError(SamscopeError):
 
 
 def _image_options(parser: argparse.ArgumentParser) -> None:
-    from .cli import _channels
+    from .cli import _channels, add_axes_option
 
     group = parser.add_argument_group("image")
     group.add_argument(
@@ -79,6 +79,7 @@ def _image_options(parser: argparse.ArgumentParser) -> None:
         choices=("auto", "percentile", "minmax", "none"),
         help="for non-uint8 images (default: 1st-99.8th percentile)",
     )
+    add_axes_option(group)
 
 
 # -------------------------------------------------------------------------------- segment
@@ -102,6 +103,11 @@ def add_segment_command(subparsers) -> None:
     )
     parser.add_argument("--overwrite", action="store_true", help="redo images already done")
     parser.add_argument(
+        "--overlay",
+        action="store_true",
+        help="also write <stem>_overlay.png, the masks over the image (a stack: its middle slice)",
+    )
+    parser.add_argument(
         "--cache", type=Path, metavar="DIR", help="zarr embedding caches to reuse (samscope embed)"
     )
     amg = parser.add_argument_group("automatic mask generator (official names and defaults)")
@@ -119,21 +125,21 @@ def add_segment_command(subparsers) -> None:
 
 
 def _fill_thresholds(amg: dict, model: str) -> None:
-    """Thresholds left unset: the fine-tuned model's (its model.json), else the official."""
+    """Settings left unset: the fine-tuned model's thresholds (its model.json), else the
+    official values (`sam_core.session.automatic_settings`, the rule every front end uses)."""
     from .cli import _say
-    from .training.checkpointing import automatic_thresholds
+    from .session import automatic_settings
 
-    unset = [name for name in OFFICIAL_THRESHOLDS if amg[name] is None]
-    if not unset:
-        return
-    searched = automatic_thresholds(model) if Path(str(model)).suffix else None
-    source = searched or OFFICIAL_THRESHOLDS
+    unset = [name for name, value in amg.items() if value is None]
+    resolved = automatic_settings(amg, model)
     for name in unset:
-        amg[name] = source[name]
-    if searched:
+        if name in resolved:
+            amg[name] = resolved[name]
+    tuned = [name for name in unset if name in OFFICIAL_THRESHOLDS]
+    if tuned and resolved["thresholds_from"] == "model.json":
         _say(
             "thresholds from the fine-tuned model's model.json: "
-            + ", ".join(f"{name} {amg[name]}" for name in unset)
+            + ", ".join(f"{name} {amg[name]}" for name in tuned)
         )
 
 
@@ -161,9 +167,11 @@ def _settings(args: argparse.Namespace):
         format=args.format,
         channels=channels,
         normalization=args.normalization,
+        axes=args.axes,
         amg=amg,
         cache_dir=None if args.cache is None else str(args.cache.expanduser().resolve()),
         overwrite=args.overwrite,
+        overlay=args.overlay,
     )
 
 
@@ -194,6 +202,7 @@ def run_segment(args: argparse.Namespace) -> int:
                 for job in pending:
                     bar.set_postfix_str(job.input.name)
                     results.append(run_job(job, settings, predictor))
+                    _report(results[-1], bar)
                     bar.update()
         finally:
             bar.close()
@@ -209,6 +218,15 @@ def run_segment(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _report(result, bar) -> None:
+    """One line per image on stdout (above the progress bar): objects found and time."""
+    if result.status == "done":
+        line = f"image    {result.input}: {result.n_objects} objects in {result.seconds:.1f} s"
+    else:
+        line = f"image    {result.input}: {result.status} after {result.seconds:.1f} s"
+    bar.write(line, file=sys.stdout)
+
+
 def _run_distributed(args, pending, settings, bar):
     from .checkpoints import fetch_checkpoint
     from .distributed import run_jobs
@@ -219,6 +237,7 @@ def _run_distributed(args, pending, settings, bar):
 
     def advance(result) -> None:
         bar.set_postfix_str(Path(result.input).name)
+        _report(result, bar)
         bar.update()
 
     return run_jobs(pending, settings, args.workers, args.scheduler, progress=advance)
@@ -231,9 +250,11 @@ def add_embed_command(subparsers) -> None:
     parser = subparsers.add_parser(
         "embed",
         help="precompute zarr embedding caches for images and stacks (resumable)",
-        description="Compute image embeddings into one zarr store per input, "
-        "<cache>/<stem>.zarr. Stacks get one entry per slice, written as computed, so an "
-        "interrupted run resumes. Images larger than --max-side pixels are tiled.",
+        description="Compute image embeddings into the zarr cache folder that `segment "
+        "--cache`, napari and FiftyOne share: one store per image plane, named by a digest of "
+        "its pixels and settings (never by the file name). Stacks get one store per slice, "
+        "written as computed, so an interrupted run resumes. Images larger than --max-side "
+        "pixels are tiled.",
     )
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     parser.add_argument("--cache", type=Path, required=True, help="folder of the zarr stores")
@@ -264,23 +285,18 @@ def _pair(text: str | None, flag: str) -> tuple[int, int] | None:
 def run_embed(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .batch import check_output_dir, is_stack, list_inputs
-    from .cli import _load_predictor, _say
-    from .embedding_cache import EmbeddingCache
-    from .image_io import read_image
+    from .batch import check_output_dir, list_inputs
+    from .cli import _load_session, _say
 
     tile, halo = _pair(args.tile, "--tile"), _pair(args.halo, "--halo")
     inputs = list_inputs(args.inputs)
-    stores = {}
-    for path in inputs:
-        store = args.cache / f"{path.stem}.zarr"
-        if store in stores:
-            raise BatchUsageError(f"{stores[store]} and {path} would share the cache {store}")
-        stores[store] = path
     check_output_dir(args.cache)
-    predictor, _ = _load_predictor(args)
+    tiling = {"max_side": args.max_side, "halo": halo}
+    if tile is not None:  # always tile: every side is "above" 0
+        tiling.update(max_side=0, tile_shape=tile)
+    session, _ = _load_session(args, cache_dir=args.cache, **tiling)
     failed = []
-    for store, path in stores.items():
+    for path in inputs:
         bar = tqdm(desc=path.name, unit="tile", file=sys.stderr, disable=args.quiet, leave=False)
 
         def progress(done: int, total: int, bar=bar) -> None:
@@ -289,29 +305,21 @@ def run_embed(args: argparse.Namespace) -> int:
             bar.refresh()
 
         try:
-            image = read_image(path)
-            cache = EmbeddingCache(
-                store,
-                predictor,
-                tile,
-                halo,
-                channels=args.channel,
-                normalization=args.normalization,
-                max_side=args.max_side,
+            image = session.load(path, args.channel, args.normalization, args.axes)
+            slices = range(image.n_slices) if image.is_stack else [None]
+            computed = 0
+            for z in slices:
+                computed += not (args.cache / f"{session.embedding_key(image, z)}.zarr").is_dir()
+                session.embed(image, z, progress)
+            what = f"stack of {image.n_slices}" if image.is_stack else "image"
+            _say(
+                f"cached   {path} ({what}, axes {image.axes}): {computed} plane(s) computed, "
+                f"{len(slices) - computed} already in {args.cache}/"
             )
-            if is_stack(image):
-                computed = cache.compute_all(image, progress)
-                what = f"stack of {image.shape[0]}, {computed} tile embedding(s) computed"
-            else:
-                cache.embedding(image, progress)
-                what = "image"
-            for note in cache.repairs:
-                _say(f"repaired {note}")
-            _say(f"cached   {path} ({what}) -> {store}")
         except (SamscopeError, OSError, ValueError) as exc:
             failed.append(path)
             _say(f"failed   {path}: {type(exc).__name__}: {exc}")
         finally:
             bar.close()
-    _say(f"done     {len(stores) - len(failed)} cached, {len(failed)} failed")
+    _say(f"done     {len(inputs) - len(failed)} cached, {len(failed)} failed")
     return 1 if failed else 0

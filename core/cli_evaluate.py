@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import SamscopeError
+
+if TYPE_CHECKING:
+    from .evaluation.datasets import EvalSet
 
 # `sam_core.cli` imports this module for its COMMANDS, so cli helpers and the evaluation
 # package (pycocotools, matplotlib) are imported inside the functions.
@@ -61,6 +65,13 @@ def add_evaluate_command(subparsers) -> None:
     )
     parser.add_argument("--limit", type=int, default=None, help="at most this many images")
     parser.add_argument(
+        "--split-binary-labels",
+        action="store_true",
+        help="label images that are binary (every object 1, 255 or True) with several separate "
+        "objects are refused, since each would count as one merged object; with this flag each "
+        "connected region is one object (objects that touch stay merged)",
+    )
+    parser.add_argument(
         "--objects-per-image",
         type=int,
         default=None,
@@ -91,6 +102,31 @@ def add_evaluate_command(subparsers) -> None:
     parser.set_defaults(run=run_evaluate)
 
 
+SPLIT_FIX = (
+    "rerun with --split-binary-labels to make each connected region one object (objects that "
+    "touch stay merged)"
+)
+
+
+def load_labelled_set(folder: Path, split_binary: bool, limit: int | None = None) -> EvalSet:
+    """`load_eval_set` for `evaluate` and `finetune`: a binary label image of many objects is
+    split into its connected regions (one ``samscope: warning:`` line each) with
+    ``--split-binary-labels``, else refused by a `BinaryLabelsError` naming the file and flag."""
+    import sys
+
+    from .cli import PROG
+    from .evaluation.datasets import load_eval_set
+    from .label_check import BinaryLabelsError
+
+    def warn(message: str) -> None:
+        print(f"{PROG}: warning: {message}", file=sys.stderr, flush=True)
+
+    try:
+        return load_eval_set(folder, limit=limit, split_binary=split_binary, warn=warn)
+    except BinaryLabelsError as exc:
+        raise exc.with_fix(SPLIT_FIX) from None
+
+
 def _bar(total: int, what: str):
     from tqdm import tqdm
 
@@ -107,7 +143,6 @@ def _bar(total: int, what: str):
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from .cli import _load_predictor, _say
-    from .evaluation.datasets import load_eval_set
     from .evaluation.report import summary_rows, to_markdown, write_report
     from .evaluation.runner import (
         evaluate_automatic,
@@ -122,7 +157,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise EvaluateUsageError("--limit must be at least 1")
     if args.objects_per_image is not None and args.objects_per_image < 1:
         raise EvaluateUsageError("--objects-per-image must be at least 1")
-    sets = [load_eval_set(path, limit=args.limit) for path in args.sets]  # fail early
+    sets = [  # fail early
+        load_labelled_set(path, args.split_binary_labels, args.limit) for path in args.sets
+    ]
     predictor, _ = _load_predictor(args)
     results = []
     for eval_set in sets:

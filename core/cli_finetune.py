@@ -77,6 +77,13 @@ def add_finetune_command(subparsers) -> None:
         help="weight of a ranking term that trains the IoU head to put the best of the 3 masks "
         "first (0: the paper's MSE only)",
     )
+    parser.add_argument(
+        "--split-binary-labels",
+        action="store_true",
+        help="label images that are binary (every object 1, 255 or True) are refused, since "
+        "they would train as one merged object; with this flag each connected region becomes "
+        "one object (objects that touch stay merged)",
+    )
     parser.add_argument("--limit", type=int, default=None, help="use at most N images")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--arch", default=None, help="architecture of a --model checkpoint file")
@@ -95,7 +102,7 @@ def run_finetune(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .cli import _say
-    from .evaluation.datasets import load_eval_set
+    from .cli_evaluate import load_labelled_set
     from .loading import load_model
     from .training import FinetuneConfig, finetune, split_samples
 
@@ -104,9 +111,9 @@ def run_finetune(args: argparse.Namespace) -> int:
             raise FinetuneUsageError(f"--{name.replace('_', '-')} must be at least 1")
     if args.precision != "fp32":
         raise FinetuneUsageError("fine-tuning runs in fp32; drop --precision")
-    samples = load_eval_set(args.train, limit=args.limit).samples
+    samples = load_labelled_set(args.train, args.split_binary_labels, args.limit).samples
     if args.val is not None:
-        train, val = samples, load_eval_set(args.val).samples
+        train, val = samples, load_labelled_set(args.val, args.split_binary_labels).samples
     else:
         count = args.val_count if args.val_count is not None else max(1, len(samples) // 5)
         if len(samples) < 2:
@@ -128,6 +135,7 @@ def run_finetune(args: argparse.Namespace) -> int:
         augment=args.augment,
         first_point=args.first_point,
         iou_rank_weight=args.iou_rank_weight,
+        split_binary=args.split_binary_labels,
         seed=args.seed,
         device=None if args.device == "auto" else args.device,
     )

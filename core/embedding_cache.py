@@ -113,9 +113,15 @@ class EmbeddingCache:
 
     # ------------------------------------------------------------------------------ public
     def embedding(
-        self, image: np.ndarray, progress: Progress | None = None
+        self,
+        image: np.ndarray,
+        progress: Progress | None = None,
+        known: ImageEmbedding | TiledEmbedding | None = None,
     ) -> ImageEmbedding | TiledEmbedding:
-        """The embedding of a 2-D image (H, W) or (H, W, C): read if stored, else computed."""
+        """The embedding of a 2-D image (H, W) or (H, W, C): read if stored, else computed.
+
+        known: the embedding of `image` already computed elsewhere (e.g. held in memory):
+            written for missing tiles instead of running the encoder again."""
         image = np.asarray(image)
         if image.ndim not in (2, 3):
             raise ImageError(
@@ -123,7 +129,7 @@ class EmbeddingCache:
                 "use slice_embedding / compute_all for stacks"
             )
         layout = self._bind(image, "image", image.shape[:2])
-        return self._entry(image, 0, layout, progress, (0, _tiles(layout)))
+        return self._entry(image, 0, layout, progress, (0, _tiles(layout)), known=known)
 
     def slice_embedding(
         self, volume: np.ndarray, index: int, progress: Progress | None = None
@@ -318,7 +324,7 @@ class EmbeddingCache:
         _log.warning(text)
 
     # ------------------------------------------------------------------------ entries
-    def _entry(self, image2d, index, layout, progress, span, counter=None):
+    def _entry(self, image2d, index, layout, progress, span, counter=None, known=None):
         """Read entry `index` (computing missing or damaged tiles) → the embedding."""
         tiles = [None] if layout is None else list(layout.tiles)
         rows = self._read_rows(index, len(tiles))
@@ -329,7 +335,9 @@ class EmbeddingCache:
             expected_hw = tuple(image2d.shape[:2]) if tile is None else tile.outer_hw
             embedding = self._read_tile(index, t, rows, expected_hw)
             if embedding is None:
-                if tile is None:
+                if known is not None:
+                    embedding = known if tile is None else known.embeddings[t]
+                elif tile is None:
                     embedding = self.predictor.compute_embedding(
                         image2d, self.channels, self.normalization
                     )

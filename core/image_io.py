@@ -10,6 +10,14 @@ with tifffile (first series, all its planes), everything else with Pillow (first
   lose their alpha channel (SAM sees colour only); palette images become RGB, or (H, W) gray
   when the palette is gray; CMYK/YCbCr/LAB/HSV JPEGs become RGB.
 
+Orientation: a file's EXIF (JPEG, PNG, WebP) or TIFF orientation tag is applied, so pixels come
+back the way viewers, FiftyOne and OpenCV display them (a phone JPEG stored 360×240 with
+orientation 6 reads as 240 wide, 360 tall) and masks line up with what the user sees.
+
+Axes: `read_image_axes` also returns the canonical axes (see `sam_core.image_axes`): a TIFF's
+own axes metadata (ImageJ/OME ``CYX``, ``ZYX``, ``ZCYX``...) is used when it has some, else the
+one shape rule of `image_axes`. `read_image` returns the array alone in that canonical order.
+
 Files are never trusted: a missing, empty, truncated or unreadable file raises `ImageError`
 naming it. Writes are atomic (a temporary file in the target folder, then ``os.replace``), so
 a crash never leaves half a PNG behind.
@@ -26,20 +34,45 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from .errors import ImageError
+from .image_axes import interpret_axes, trusted_file_axes
 
-__all__ = ["TIFF_SUFFIXES", "read_image", "write_bytes", "write_mask_png", "write_png"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "TIFF_SUFFIXES",
+    "read_image",
+    "read_image_axes",
+    "write_bytes",
+    "write_mask_png",
+    "write_png",
+]
 
 TIFF_SUFFIXES = (".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", *TIFF_SUFFIXES)
 
 
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """The pixels of an image file as a numpy array, dtype kept (see the module docstring).
+    """The pixels of an image file as a numpy array, dtype kept, orientation applied, axes in
+    canonical order ((H, W), (H, W, C), (Z, H, W) or (Z, H, W, C); see the module docstring).
 
     Raises:
         ImageError: the file does not exist, is empty, truncated, or not an image.
+    """
+    return read_image_axes(path)[0]
+
+
+def read_image_axes(
+    path: str | os.PathLike[str], axes: str | None = None
+) -> tuple[np.ndarray, str]:
+    """`read_image`'s array and its canonical axes ("YX", "YXC", "ZYX" or "ZYXC").
+
+    axes: the user's names for the file's axes as stored (e.g. "CYX"), replacing the file's
+        metadata and the shape rule.
+
+    Raises:
+        ImageError: as `read_image`, or the file's axes can't be used (e.g. two stack axes).
     """
     path = Path(path).expanduser()
     if not path.exists():
@@ -49,30 +82,62 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     if path.stat().st_size == 0:
         raise ImageError(f"image file is empty: {path}")
     is_tiff = path.suffix.lower() in TIFF_SUFFIXES
-    array = _read_tiff(path) if is_tiff else _read_with_pillow(path)
+    array, file_axes = _read_tiff(path) if is_tiff else (_read_with_pillow(path), None)
     if array.size == 0:
         raise ImageError(f"image file holds no pixels: {path} (shape {array.shape})")
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
-    return np.ascontiguousarray(array)
+    try:
+        array, canonical = interpret_axes(array, axes or file_axes)
+    except ImageError as exc:
+        raise ImageError(f"{path}: {exc}") from exc
+    return np.ascontiguousarray(array), canonical
 
 
-def _read_tiff(path: Path) -> np.ndarray:
+def _read_tiff(path: Path) -> tuple[np.ndarray, str | None]:
     import tifffile
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tifffile warns about odd tags; errors still raise
-            return np.asarray(tifffile.imread(path))
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                array = np.asarray(series.asarray())
+                axes = trusted_file_axes(series.axes)
+                orientation = _tiff_orientation(tif)
     except Exception as exc:  # tifffile raises many types for damaged files
         raise ImageError(f"cannot read TIFF {path}: {_reason(exc)}") from exc
+    if orientation not in (None, 1) and array.ndim in (2, 3):
+        yx = (0, 1) if axes is None or axes.startswith("Y") else None
+        if array.ndim == 2 or (axes is None and array.shape[-1] <= 4) or yx:
+            array = _apply_orientation(array, orientation)
+    return array, axes
+
+
+def _tiff_orientation(tif) -> int | None:
+    tag = tif.pages[0].tags.get("Orientation")
+    return None if tag is None else int(tag.value)
+
+
+def _apply_orientation(array: np.ndarray, orientation: int) -> np.ndarray:
+    """(H, W[, C]) as stored → as displayed, for EXIF/TIFF orientation 1–8."""
+    flips = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: np.swapaxes(a, 0, 1),
+        6: lambda a: np.swapaxes(a, 0, 1)[:, ::-1],
+        7: lambda a: np.swapaxes(a, 0, 1)[::-1, ::-1],
+        8: lambda a: np.swapaxes(a, 0, 1)[::-1],
+    }
+    return flips[orientation](array) if orientation in flips else array
 
 
 def _read_with_pillow(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()  # decodes now, so a truncated file fails here
-            return _pillow_to_array(img)
+            return _pillow_to_array(ImageOps.exif_transpose(img))
     except Image.UnidentifiedImageError as exc:
         raise ImageError(f"not an image file Pillow can read: {path}") from exc
     except Image.DecompressionBombError as exc:

@@ -26,6 +26,7 @@ from scipy import ndimage
 
 from .embedding import ImageEmbedding
 from .errors import PromptError
+from .mask_geometry import bounding_box, interior_points, mask_iou
 from .predictor import Predictor
 
 Progress = Callable[[int, int], None]
@@ -45,38 +46,16 @@ class MaskPrompts:
     labels: np.ndarray
 
 
-def interior_points(mask: np.ndarray, n_points: int = 1) -> np.ndarray:
-    """(N, 2) xy of the interior-most pixel of each of the N largest connected parts of `mask`.
-
-    mask: (H, W) bool. The interior-most pixel is the one farthest from the background
-    (Euclidean distance transform; the image border counts as background). N <= n_points.
-    """
-    mask = np.asarray(mask, dtype=bool)
-    if mask.ndim != 2:
-        raise PromptError(f"mask must be 2-D (H, W), got shape {mask.shape}")
-    if not mask.any():
-        return np.zeros((0, 2), dtype=np.float64)
-    distance = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
-    parts, n_parts = ndimage.label(mask)
-    sizes = ndimage.sum_labels(mask, parts, index=np.arange(1, n_parts + 1))
-    largest = np.argsort(-sizes, kind="stable")[: max(1, n_points)] + 1
-    positions = ndimage.maximum_position(distance, parts, index=largest)
-    return np.array([[x, y] for y, x in positions], dtype=np.float64)
-
-
 def prompts_from_mask(mask: np.ndarray, n_points: int = 1) -> MaskPrompts | None:
     """Box + interior points of `mask` ((H, W) bool); None if the mask is empty."""
     mask = np.asarray(mask, dtype=bool)
     if mask.ndim != 2:
         raise PromptError(f"mask must be 2-D (H, W), got shape {mask.shape}")
-    rows = np.flatnonzero(mask.any(axis=1))
-    cols = np.flatnonzero(mask.any(axis=0))
-    if rows.size == 0:
+    bounds = bounding_box(mask)
+    if bounds is None:
         return None
-    x0, x1 = float(cols[0]), float(cols[-1])
-    y0, y1 = float(rows[0]), float(rows[-1])
-    # A one-pixel-wide object still needs x0 < x1 for a valid box.
-    box = np.array([x0 - 0.5, y0 - 0.5, x1 + 0.5, y1 + 0.5], dtype=np.float64)
+    # pixel edges (not centres): a one-pixel-wide object still gets x0 < x1
+    box = np.array(bounds, dtype=np.float64) - 0.5
     points = interior_points(mask, n_points)
     return MaskPrompts(box, points, np.ones(len(points), dtype=np.int64))
 
@@ -94,12 +73,6 @@ def mask_contrast(image: np.ndarray, mask: np.ndarray, ring_px: int = 3) -> floa
     if not mask.any() or not ring.any():
         return 0.0
     return float(plane[mask].mean() - plane[ring].mean())
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    """Intersection over union of two (H, W) bool masks; 0.0 when both are empty."""
-    union = np.logical_or(a, b).sum()
-    return float(np.logical_and(a, b).sum() / union) if union else 0.0
 
 
 @dataclass

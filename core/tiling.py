@@ -47,6 +47,21 @@ def needs_tiling(image_hw: Sequence[int], max_side: int = DEFAULT_MAX_SIDE) -> b
     return max(int(image_hw[0]), int(image_hw[1])) > max_side
 
 
+def layout_for(
+    image_hw: Sequence[int],
+    tile_shape: Sequence[int] = DEFAULT_TILE_SHAPE,
+    halo: Sequence[int] = DEFAULT_HALO,
+    max_side: int = DEFAULT_MAX_SIDE,
+) -> TileLayout | None:
+    """The one tiling decision: None (embed whole) unless a side exceeds `max_side` pixels,
+    then the layout of `tile_shape` (yx) tiles with `halo` (yx) pixels of context."""
+    if not needs_tiling(image_hw, max_side):
+        return None
+    return TileLayout.for_shape(
+        (int(image_hw[0]), int(image_hw[1])), tuple(tile_shape), tuple(halo)
+    )
+
+
 @dataclass(frozen=True)
 class Tile:
     """One tile. inner/outer: (y0, x0, y1, x1) pixels of the full image, end-exclusive."""

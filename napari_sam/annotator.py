@@ -4,6 +4,8 @@ Keys (on the viewer and on the prompt layers): S segment now, C commit, T toggle
 of new points, N next candidate mask, X clear prompts, U undo the last commit.
 Model work runs in worker threads (`jobs`); the GUI thread only snapshots prompts and
 draws results. Logic without a viewer lives in `annotation`, `prompts`, `image_source`.
+All coordinates are the image layer's data pixels: helper layers carry the image's transform
+(`annotator_layers`, `layer_transforms`), so napari's scale/translate never reach the model.
 """
 
 from __future__ import annotations
@@ -16,37 +18,37 @@ from qtpy.QtWidgets import (
 )
 
 from sam_core.errors import SamscopeError
-from sam_core.tiling import (
-    TiledEmbedding,
-    TiledPredictor,
-    TileLayout,
-    compute_tiled_embedding,
-    needs_tiling,
-)
+from sam_core.session import Session
 
 from . import jobs
 from .annotation import UndoStack
-from .annotator_commit import NEW_LABELS, POINTS, CommitMixin
+from .annotator_commit import CommitMixin
+from .annotator_layers import (
+    BOXES,
+    NEGATIVE,
+    NEW_LABELS,
+    POINTS,
+    POSITIVE,
+    PREVIEW,
+    HelperLayersMixin,
+    layer_key,
+)
 from .annotator_stack import StackJobsMixin
 from .annotator_ui import build_controls
 from .candidates import Candidates, default_choice
-from .disk_cache import DISK_CACHES, store_path
-from .embedding_store import SHARED_STORE, plane_digest
-from .image_source import ImageLayout, image_plane, layout_of
-from .models import get_predictor, predictor_lock
+from .image_source import ImageLayout, layout_of, session_image
+from .layer_transforms import to_image_pixels
 from .prompts import SlicePrompts, slice_prompts
 
-BOXES, PREVIEW = "SAM boxes", "SAM preview"
-POSITIVE, NEGATIVE = "limegreen", "red"
+__all__ = ["BOXES", "NEW_LABELS", "POINTS", "PREVIEW", "AnnotatorWidget"]
 
 
-class AnnotatorWidget(CommitMixin, StackJobsMixin, QWidget):
+class AnnotatorWidget(HelperLayersMixin, CommitMixin, StackJobsMixin, QWidget):
     """Interactive annotator; construct with the viewer (npe2 passes `napari_viewer`)."""
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        self.store = SHARED_STORE
         self.undo_stack = UndoStack()
         self.positive_mode = True
         self.candidates: Candidates | None = None
@@ -60,14 +62,16 @@ class AnnotatorWidget(CommitMixin, StackJobsMixin, QWidget):
         self._alive = True
         self._helpers: dict[str, object] = {}
         self._watched: set[int] = set()
+        self._transform_watched: set[int] = set()
+        self._adopted: set[int] = set()
         self._keyed_image: object | None = None
-        self._disk_target = None
-        # Images with a side above tile_max_side px are embedded in tiles (yx px, + halo).
-        self.tile_max_side, self.tile_shape, self.tile_halo = 2048, (1024, 1024), (256, 256)
+        self._cache_dir: str | None = None  # the zarr cache folder of the running job
+        self.session_options: dict = {}  # Session tiling options (max_side, tile_shape, halo)
         self._build_ui()
         self._bind_keys(self.viewer)
         self.viewer.layers.events.inserted.connect(self._refresh_layer_choices)
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
+        self.viewer.mouse_drag_callbacks.append(self._on_viewer_click)
         self.destroyed.connect(self._on_destroyed)
         self._refresh_layer_choices()
 
@@ -89,7 +93,8 @@ class AnnotatorWidget(CommitMixin, StackJobsMixin, QWidget):
         }
         for key, slot in keys.items():
             if bind:
-                target.bind_key(key, lambda _owner, s=slot: s(), overwrite=True)
+                guarded = self._guarded(slot)
+                target.bind_key(key, lambda _owner, s=guarded: s(), overwrite=True)
             elif key in target.keymap:
                 target.bind_key(key, None)
 
@@ -113,10 +118,13 @@ class AnnotatorWidget(CommitMixin, StackJobsMixin, QWidget):
         if not self._alive:
             return
         images = [ly.name for ly in self.viewer.layers if isinstance(ly, napari.layers.Image)]
+        preview = self._helpers.get(PREVIEW)
         labels = [
             ly.name
             for ly in self.viewer.layers
-            if isinstance(ly, napari.layers.Labels) and ly.name != PREVIEW
+            if isinstance(ly, napari.layers.Labels)
+            and ly.name != PREVIEW
+            and (preview is None or layer_key(ly) != layer_key(preview))
         ]
         for combo, names, first in (
             (self.image_combo, images, []),
@@ -149,10 +157,12 @@ class AnnotatorWidget(CommitMixin, StackJobsMixin, QWidget):
         return layout_of(layer.data.shape, layer.rgb, self.channel)
 
     def current_z(self) -> int | None:
+        """The slice of the stack shown now (None for a 2-D image): the viewer's world
+        position mapped through the image's transform, so a z scale or translate is handled."""
         layer = self.image_layer()
         if layer is None or self.image_layout().n_slices is None:
             return None
-        return int(self.viewer.dims.current_step[self.viewer.dims.ndim - layer.ndim])
+        return int(np.round(layer.world_to_data(self.viewer.dims.point)[0]))
 
     def _on_image_changed(self, *_: object) -> None:
         if not self._alive:
@@ -163,61 +173,33 @@ class AnnotatorWidget(CommitMixin, StackJobsMixin, QWidget):
             self._bind_keys(self._keyed_image, bind=False)
             self._keyed_image = None
         layer = self.image_layer()
-        for name in (POINTS, BOXES, PREVIEW):
-            helper = self._helpers.pop(name, None)
-            if helper is not None and helper in self.viewer.layers:
-                self.viewer.layers.remove(helper)
+        self._remove_helpers()
         if layer is None:
             self._set_status("no image layer: open or add an image first")
             return
         try:
-            layout = self.image_layout()
+            self._create_helpers()  # with the image's scale/translate/rotation
         except SamscopeError as exc:
+            self._remove_helpers()
             show_error(str(exc))
             self._set_status(str(exc))
             return
-        if id(layer) not in self._watched:  # an edited image makes the preview stale
-            self._watched.add(id(layer))
+        if layer_key(layer) not in self._watched:  # an edited image makes the preview stale
+            self._watched.add(layer_key(layer))
             layer.events.data.connect(self._on_image_data_changed)
-        ndim = len(layout.labels_shape)
-        self._helpers[PREVIEW] = self.viewer.add_labels(
-            np.zeros(layout.labels_shape, np.uint8), name=PREVIEW, opacity=0.6
-        )
-        boxes = self.viewer.add_shapes(
-            ndim=ndim, name=BOXES, edge_color="yellow", face_color="transparent", edge_width=2
-        )
-        points = self.viewer.add_points(
-            np.zeros((0, ndim)),
-            name=POINTS,
-            size=max(4, min(layout.spatial_hw) // 50),
-            features={"positive": np.zeros(0, dtype=bool)},
-        )
-        points.feature_defaults = {"positive": self.positive_mode}
-        points.current_face_color = POSITIVE if self.positive_mode else NEGATIVE
-        points.mode = "add"
-        self._helpers[BOXES], self._helpers[POINTS] = boxes, points
-        for helper in (points, boxes):
-            helper.events.data.connect(self._on_prompts_changed)
-            self._bind_keys(helper)
+        self._watch_transform(layer)
         self._bind_keys(layer)
         self._keyed_image = layer
-        self.viewer.layers.selection.active = points
         self._set_status(f"image {layer.name!r}: click on an object (T toggles +/-)")
 
     def _on_image_data_changed(self, event: object = None) -> None:
         self._reset_object()  # embeddings are keyed by pixels: edited slices are re-embedded
-        DISK_CACHES.forget()  # its stores re-hash the data and recompute what changed
         self._set_status("image data changed: the preview was cleared")
-
-    def _on_layer_removed(self, event: object) -> None:
-        layer = getattr(event, "value", None)
-        for name, helper in list(self._helpers.items()):
-            if helper is layer:
-                del self._helpers[name]
-        self._refresh_layer_choices()
 
     def _on_destroyed(self, *_: object) -> None:
         self._alive = False
+        if self._on_viewer_click in self.viewer.mouse_drag_callbacks:
+            self.viewer.mouse_drag_callbacks.remove(self._on_viewer_click)
         self.cancel()
 
     def helper(self, name: str) -> object | None:
@@ -238,16 +220,24 @@ class AnnotatorWidget(CommitMixin, StackJobsMixin, QWidget):
         self.mode_label.setText(f"new points: {sign}   [T toggles]")
 
     def current_prompts(self) -> SlicePrompts:
+        """The points and box on the current slice, in the image's data pixels (points and
+        boxes of a layer placed unlike the image are mapped through world coordinates)."""
         points, boxes = self.helper(POINTS), self.helper(BOXES)
         layout = self.image_layout()
+        image, ndim = self.image_layer(), len(layout.labels_shape)
+
+        def pixels(layer: object, coords: np.ndarray) -> np.ndarray:
+            return to_image_pixels(coords, layer, image, ndim, self.viewer.dims.point)
+
+        rectangles = []
+        if boxes is not None:
+            for data, kind in zip(boxes.data, boxes.shape_type, strict=False):
+                if kind == "rectangle":
+                    rectangles.append(pixels(boxes, data))
         return slice_prompts(
-            points.data if points is not None else np.zeros((0, 2)),
-            points.features["positive"].to_numpy() if points is not None else [],
-            []
-            if boxes is None
-            else [
-                d for d, t in zip(boxes.data, boxes.shape_type, strict=False) if t == "rectangle"
-            ],
+            pixels(points, points.data) if points is not None else np.zeros((0, ndim)),
+            _positive_flags(points),
+            rectangles,
             self.current_z(),
             layout.spatial_hw,
         )
@@ -256,7 +246,7 @@ class AnnotatorWidget(CommitMixin, StackJobsMixin, QWidget):
         points = self.helper(POINTS)
         if points is None or len(points.data) == 0:
             return
-        colors = np.where(points.features["positive"].to_numpy(dtype=bool), POSITIVE, NEGATIVE)
+        colors = np.where(_positive_flags(points), POSITIVE, NEGATIVE)
         with points.events.data.blocker():
             points.face_color = list(colors)
 
@@ -285,31 +275,19 @@ class AnnotatorWidget(CommitMixin, StackJobsMixin, QWidget):
 
     # ------------------------------------------------------------------------- model work
     def _embedding_job_parts(self) -> tuple[str, object, bool, int | None]:
-        """(model, data, rgb, channel) for a job; also snapshots the disk cache target."""
+        """(model, data, rgb, channel) for a job; also snapshots the zarr cache folder."""
         layer = self.image_layer()
         model, folder = self.model_combo.currentText(), self.cache_edit.text().strip()
-        self._disk_target = store_path(folder, layer.name, model, self.channel) if folder else None
+        self._cache_dir = folder or None
         return model, layer.data, layer.rgb, self.channel
 
+    def session(self, model: str) -> Session:
+        """The core session for `model` (shared predictor, caches and tiling rule)."""
+        return Session(model, device=None, cache_dir=self._cache_dir, **self.session_options)
+
     def _embedding(self, model: str, data: object, rgb: bool, channel: int | None, z: int | None):
-        """In a worker: the embedding of slice z, computed once and kept in the store."""
-        plane = image_plane(data, rgb, z, channel)
-        key = (plane_digest(plane), channel, model)
-        embedding = self.store.get(key)
-        if embedding is None:
-            predictor = get_predictor(model)
-            with predictor_lock(model):
-                if needs_tiling(plane.shape[:2], self.tile_max_side):
-                    layout = TileLayout.for_shape(plane.shape[:2], self.tile_shape, self.tile_halo)
-                    embedding = compute_tiled_embedding(predictor, plane, layout)
-                elif self._disk_target is not None:
-                    embedding = DISK_CACHES.embedding(
-                        self._disk_target, predictor, data, rgb, channel, z
-                    )
-                else:
-                    embedding = predictor.compute_embedding(plane)
-            self.store.put(key, embedding)
-        return embedding
+        """In a worker: the embedding of slice z (memory → zarr cache → encoder, in core)."""
+        return self.session(model).embed(session_image(data, rgb, channel), z)
 
     def segment(self) -> None:
         """S: compute the preview for the current prompts now."""
@@ -337,19 +315,13 @@ class AnnotatorWidget(CommitMixin, StackJobsMixin, QWidget):
 
         def work() -> tuple[int, Candidates]:
             embedding = self._embedding(model, data, rgb, channel, z)
-            predictor = get_predictor(model)
-            with predictor_lock(model):
-                if isinstance(embedding, TiledEmbedding):  # large image: the prompt's tile
-                    target = TiledPredictor(predictor, embedding)
-                else:
-                    predictor.set_embedding(embedding)
-                    target = predictor
-                masks, scores, logits = target.predict(
-                    points=prompts.points_xy if len(prompts.points_xy) else None,
-                    labels=prompts.labels if len(prompts.points_xy) else None,
-                    box=prompts.box_xyxy,
-                    multimask=prompts.ambiguous,
-                )
+            masks, scores, logits = self.session(model).predict(
+                embedding,
+                points=prompts.points_xy if len(prompts.points_xy) else None,
+                labels=prompts.labels if len(prompts.points_xy) else None,
+                box=prompts.box_xyxy,
+                multimask=prompts.ambiguous,
+            )
             return generation, Candidates(z, masks, scores, logits, default_choice(masks, scores))
 
         self._preview_worker = jobs.start_function_job(work, self._on_preview, "segmentation")
@@ -395,6 +367,9 @@ class AnnotatorWidget(CommitMixin, StackJobsMixin, QWidget):
 
     def _draw_object(self) -> None:
         preview = self.helper(PREVIEW)
+        deleted = preview is None and self.object_masks and self.image_layer() is not None
+        if deleted and self._ensure_helpers((PREVIEW,)):  # the object comes back
+            return  # _ensure_helpers drew it
         if preview is None:
             if not self.object_masks:
                 self.mask_label.setText("no preview")
@@ -408,3 +383,13 @@ class AnnotatorWidget(CommitMixin, StackJobsMixin, QWidget):
         preview.data = data
         if not self.object_masks:
             self.mask_label.setText("no preview")
+
+
+def _positive_flags(points: object | None) -> np.ndarray:
+    """(N,) bool: the positive/negative flag of each point (all positive for a points layer
+    without samscope's "positive" feature, e.g. one the user made)."""
+    if points is None:
+        return np.zeros(0, dtype=bool)
+    if "positive" not in points.features:
+        return np.ones(len(points.data), dtype=bool)
+    return points.features["positive"].to_numpy(dtype=bool)

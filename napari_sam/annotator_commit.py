@@ -9,15 +9,16 @@ from napari.utils.notifications import show_error, show_info
 from sam_core.errors import SamscopeError
 
 from .annotation import commit_object, undo_commit
-
-NEW_LABELS = "SAM objects"
-POINTS = "SAM points"
+from .annotator_layers import NEW_LABELS, POINTS
 
 
 class CommitMixin:
     """target_labels / commit / undo for `AnnotatorWidget` (uses its state)."""
 
     def target_labels(self) -> napari.layers.Labels:
+        """The Labels layer C writes to: the chosen one, or a new `SAM objects` layer placed
+        like the image (also when the user deleted the previous target). Raises SamscopeError
+        for a chosen layer of another shape."""
         layout = self.image_layout()
         name = self.labels_combo.currentText()
         if name in self.viewer.layers:
@@ -28,7 +29,9 @@ class CommitMixin:
                     f"needs {layout.labels_shape}; choose another target or '<new: {NEW_LABELS}>'"
                 )
             return layer
-        layer = self.viewer.add_labels(np.zeros(layout.labels_shape, np.uint32), name=NEW_LABELS)
+        layer = self.viewer.add_labels(
+            np.zeros(layout.labels_shape, np.uint32), name=NEW_LABELS, **self._helper_kwargs()
+        )
         self.labels_combo.setCurrentText(layer.name)
         return layer
 

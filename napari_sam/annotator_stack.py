@@ -9,7 +9,6 @@ from sam_core.propagation import iter_propagation
 
 from . import jobs
 from .image_source import image_plane
-from .models import get_predictor, predictor_lock
 
 
 class StackJobsMixin:
@@ -66,10 +65,10 @@ class StackJobsMixin:
         if layout.n_slices is None:
             show_error("propagation needs a stack (Z, H, W); this image is 2-D")
             return
-        if max(layout.spatial_hw) > self.tile_max_side:
+        if self.session(model).tile_layout(layout.spatial_hw) is not None:
             show_error(
-                f"propagation works on slices up to {self.tile_max_side} px a side (untiled); "
-                "crop the stack or segment slice by slice"
+                f"propagation works on slices up to {self.session(model).max_side} px a side "
+                "(untiled); crop the stack or segment slice by slice"
             )
             return
         if self.candidates is None or self.candidates.z is None:
@@ -81,7 +80,8 @@ class StackJobsMixin:
         self.object_masks = {start.z: start_mask}
 
         def work():
-            predictor = get_predictor(model)
+            session = self.session(model)
+            predictor = session.predictor
 
             def embedding_for(z: int):
                 return self._embedding(model, data, rgb, channel, z)
@@ -99,7 +99,7 @@ class StackJobsMixin:
             )
             done = 0
             while True:
-                with predictor_lock(model):  # held per step so previews can interleave
+                with session.lock:  # held per step so previews can interleave
                     step = next(steps, None)
                 if step is None:
                     return done

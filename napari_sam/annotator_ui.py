@@ -76,6 +76,8 @@ def build_controls(widget: AnnotatorWidget) -> None:
         row = QHBoxLayout()
         for text, slot in buttons[i : i + 2]:
             button = QPushButton(text)
+            if text != "Cancel":  # re-creates deleted helper layers, shows errors as messages
+                slot = widget._guarded(slot)
             button.clicked.connect(lambda _=False, s=slot: s())
             row.addWidget(button)
             widget.buttons[text.split(" [")[0]] = button

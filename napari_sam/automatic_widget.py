@@ -26,12 +26,11 @@ from qtpy.QtWidgets import (
 
 from sam_core import AutomaticMaskGenerator, masks_to_label_image
 from sam_core.errors import SamscopeError
-from sam_core.training.checkpointing import automatic_thresholds
+from sam_core.session import OFFICIAL_AUTOMATIC_SETTINGS, Session, tuned_thresholds
 
 from . import jobs
-from .embedding_store import SHARED_STORE, plane_digest
-from .image_source import image_plane, layout_of
-from .models import get_predictor, predictor_lock
+from .image_source import layout_of, session_image
+from .layer_transforms import apply_transform, transform_kwargs
 
 OUTPUT = "SAM automatic"
 
@@ -63,8 +62,8 @@ class AutomaticWidget(QWidget):
         self.channel_spin = _spin(-1, 63, -1)
         self.channel_spin.setSpecialValueText("auto")
         self.points_spin = _spin(4, 64, 32)
-        self.iou_spin = _fspin(0.88)
-        self.stability_spin = _fspin(0.95)
+        self.iou_spin = _fspin(OFFICIAL_AUTOMATIC_SETTINGS["pred_iou_thresh"])
+        self.stability_spin = _fspin(OFFICIAL_AUTOMATIC_SETTINGS["stability_score_thresh"])
         self.min_area_spin = _spin(0, 1_000_000, 0)
         form = QFormLayout()
         for label, widget in (
@@ -103,7 +102,7 @@ class AutomaticWidget(QWidget):
 
     def _apply_tuned_thresholds(self, model: str) -> None:
         """A fine-tuned model's file with searched thresholds in its model.json: use them."""
-        found = automatic_thresholds(model) if model.strip().endswith(".pth") else None
+        found = tuned_thresholds(model.strip())
         if found is None:
             return
         self.iou_spin.setValue(found["pred_iou_thresh"])
@@ -161,20 +160,14 @@ class AutomaticWidget(QWidget):
                 started["worker"].yielded.emit((done, total))
 
         def work():
-            plane = image_plane(data, rgb, z, channel)
-            predictor = get_predictor(model)
-            with predictor_lock(model):
-                amg = AutomaticMaskGenerator(
-                    predictor, points_per_side=points_per_side, iou_floor=0.5
-                )
-                embedding = SHARED_STORE.get((plane_digest(plane), channel, model))
-                try:
-                    candidates = amg.compute_candidates(
-                        plane, embedding=embedding, progress=progress
-                    )
-                except _Cancelled:
-                    return None
-            return amg, candidates, (name, z), plane.shape[:2]
+            session = Session(model, device=None)
+            image = session_image(data, rgb, channel)
+            amg = session.automatic_generator(points_per_side=points_per_side, iou_floor=0.5)
+            try:
+                candidates = session.automatic_candidates(image, z, amg, progress)
+            except _Cancelled:
+                return None
+            return amg, candidates, (name, z), image.image_hw
             yield  # a generator, so that progress can be emitted as `yielded`
 
         self.progress.setVisible(True)
@@ -245,17 +238,26 @@ class AutomaticWidget(QWidget):
         )
 
     def _write_labels(self, label_image: np.ndarray) -> None:
+        """Write (H, W) instance ids into the `SAM automatic` layer (slice z of a stack), a
+        layer placed like the image (its scale, translate, rotation) so it overlays it."""
         name, z = self._run_target
         image = self.viewer.layers[name] if name in self.viewer.layers else None  # noqa: SIM401
-        shape = label_image.shape if z is None else (image.data.shape[0], *label_image.shape)
         if image is None and z is not None:
             show_error(f"image {name!r} was removed; the result was not written")
             return
+        shape = label_image.shape if z is None else (image.data.shape[0], *label_image.shape)
+        try:
+            placement = {} if image is None else transform_kwargs(image, len(shape))
+        except SamscopeError as exc:  # channel axis rotated into the others: no 2-D placement
+            show_error(f"{exc}; the labels are shown unscaled")
+            placement = {}
         output = self.viewer.layers[OUTPUT] if OUTPUT in self.viewer.layers else None  # noqa: SIM401
         if output is None or tuple(output.data.shape) != shape:
             if output is not None:
                 output.name = f"{OUTPUT} (old)"  # never drop a result the user may have edited
-            output = self.viewer.add_labels(np.zeros(shape, np.uint32), name=OUTPUT)
+            output = self.viewer.add_labels(np.zeros(shape, np.uint32), name=OUTPUT, **placement)
+        elif placement:
+            apply_transform(output, placement)  # e.g. the image was moved since the last run
         if z is None:
             output.data = label_image
         else:

@@ -17,6 +17,7 @@ import numpy as np
 
 from sam_core.errors import ImageError, OutputError
 from sam_core.evaluation.datasets import Sample, check_has_objects, check_label_image
+from sam_core.label_check import BinaryLabelsError, check_instance_labels
 
 from .image_source import image_plane, layout_of
 
@@ -24,13 +25,15 @@ from .image_source import image_plane, layout_of
 @dataclass(frozen=True)
 class LabelledPlanes:
     """What Start takes from the layers (GUI thread): the image data (read in the worker,
-    never written) and copies of the labelled planes' instance ids (z None: a 2-D image)."""
+    never written), copies of the labelled planes' instance ids (z None: a 2-D image) and
+    notes for the log (e.g. a binary plane split into objects)."""
 
     image_name: str
     data: object
     rgb: bool
     channel: int | None
     planes: tuple[tuple[int | None, np.ndarray], ...]
+    notes: tuple[str, ...] = ()  # what was done to the labels (binary planes split)
 
     def samples(self) -> list[Sample]:
         """One Sample per labelled plane (reads the image planes: call from a worker)."""
@@ -44,12 +47,24 @@ class LabelledPlanes:
         ]
 
 
+SPLIT_CHECKBOX = "split binary labels into objects (one per connected region)"
+SPLIT_FIX = (
+    f"tick '{SPLIT_CHECKBOX}' to make each separate blob one object (blobs that touch stay merged)"
+)
+
+
 def labelled_planes(
-    image: napari.layers.Image | None, labels: napari.layers.Labels | None, channel: int | None
+    image: napari.layers.Image | None,
+    labels: napari.layers.Labels | None,
+    channel: int | None,
+    split_binary: bool = False,
 ) -> LabelledPlanes:
     """Check the pair and copy the labels of every plane that holds an object.
 
-    Raises ImageError with a message for the user: no layer, shapes that differ, no object.
+    split_binary: a plane whose separate blobs all have one label value becomes one object
+    per connected region (in the copy; the layer is never changed), with a note.
+    Raises ImageError with a message for the user: no layer, shapes that differ, no object,
+    a binary plane of many blobs without `split_binary` (`sam_core.label_check`'s rule).
     """
     if image is None:
         raise ImageError("no image layer: open or add the image you annotated first")
@@ -68,21 +83,25 @@ def labelled_planes(
             f"{image.name!r} needs labels of shape {layout.labels_shape} ({axes}): choose the "
             "Labels layer drawn on this image"
         )
-    planes = []
+    planes, notes = [], []
     for z in [None] if layout.n_slices is None else range(layout.n_slices):
         label = np.array(labels.data if z is None else labels.data[z])  # a copy
         if not label.any():
             continue
-        where = labels.name if z is None else f"labels {labels.name!r}, slice {z}"
+        where = f"labels {labels.name!r}" + ("" if z is None else f", slice {z}")
         label = check_label_image(label, layout.spatial_hw, where)
         check_has_objects(label, where)
+        try:
+            label = check_instance_labels(label, where, split_binary, notes.append)
+        except BinaryLabelsError as exc:
+            raise exc.with_fix(SPLIT_FIX) from None
         planes.append((z, label))
     if not planes:
         raise ImageError(
             f"labels {labels.name!r} have no objects: commit some with the Segment Anything "
             "widget (or paint them) before fine-tuning"
         )
-    return LabelledPlanes(image.name, image.data, image.rgb, channel, tuple(planes))
+    return LabelledPlanes(image.name, image.data, image.rgb, channel, tuple(planes), tuple(notes))
 
 
 def validation_count(n_samples: int, requested: int | None) -> int:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import napari
-from napari.utils.notifications import show_error
+from napari.utils.notifications import show_error, show_warning
 from qtpy.QtCore import QObject, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -38,13 +38,14 @@ from qtpy.QtWidgets import (
 
 from sam_core import DEFAULT_MODEL, Predictor, list_models, load_model
 from sam_core.errors import SamscopeError
+from sam_core.session import use_predictor
 from sam_core.training import TRAINABLE, FinetuneConfig, finetune, split_samples
 from sam_core.training.trainer import FIRST_POINTS
 from sam_core.training.tuned_thresholds import store_tuned_thresholds
 
 from . import jobs
-from .embedding_store import SHARED_STORE
 from .finetune_inputs import (
+    SPLIT_CHECKBOX,
     cancel_message,
     labelled_planes,
     miou_summary,
@@ -52,7 +53,6 @@ from .finetune_inputs import (
     validation_count,
     writable_folder,
 )
-from .models import use_predictor
 
 PREVIEW = "SAM preview"  # the annotator's helper layer: a preview, never training labels
 MODEL_FILE = "model.pth"  # = sam_core.training.checkpointing.MODEL_FILE
@@ -146,6 +146,12 @@ class FinetuneWidget(QWidget):
             "weight of the term that teaches the IoU head to rank the best of the 3 masks "
             "first (0: the paper's loss only)"
         )
+        self.split_check = QCheckBox(SPLIT_CHECKBOX)
+        self.split_check.setToolTip(
+            "for Labels where all objects have one value (a binary mask): each separate blob "
+            "becomes one object; without it such Labels are refused (they would train as one "
+            "merged object). The layer itself is not changed."
+        )
         self.thresholds_check = QCheckBox("choose automatic-mask thresholds on validation images")
         self.thresholds_check.setChecked(True)
         self.out_edit = QLineEdit()
@@ -176,6 +182,7 @@ class FinetuneWidget(QWidget):
             form.addRow(label, widget)
         form.addRow(self.flips_check)
         form.addRow(self.augment_check)
+        form.addRow(self.split_check)
         form.addRow(self.thresholds_check)
         form.addRow("output folder", out_row)
         form.addRow(self.resume_check)
@@ -260,6 +267,7 @@ class FinetuneWidget(QWidget):
             augment=self.augment_check.isChecked(),
             first_point=self.first_point_combo.currentText(),
             iou_rank_weight=self.rank_spin.value(),
+            split_binary=self.split_check.isChecked(),
         )
 
     def start(self) -> None:
@@ -271,7 +279,10 @@ class FinetuneWidget(QWidget):
         labels_layer = self._layer(self.labels_combo, napari.layers.Labels)
         try:
             planes = labelled_planes(
-                self._layer(self.image_combo, napari.layers.Image), labels_layer, channel
+                self._layer(self.image_combo, napari.layers.Image),
+                labels_layer,
+                channel,
+                self.split_check.isChecked(),
             )
             requested = None if self.val_spin.value() < 0 else self.val_spin.value()
             n_val = validation_count(len(planes.planes), requested)
@@ -338,6 +349,11 @@ class FinetuneWidget(QWidget):
         self.result_label.setText("")
         self.path_edit.clear()
         self.log_box.clear()
+        for note in planes.notes:  # binary planes split into objects
+            self._append_log(note)
+        if planes.notes:
+            many = f"{len(planes.notes)} binary label planes split into objects (see the log)"
+            show_warning(planes.notes[0] if len(planes.notes) == 1 else many)
         self.progress.setVisible(True)
         self.progress.setRange(0, 0)
         self.start_button.setEnabled(False)
@@ -414,9 +430,9 @@ def _register(model, path: Path, encoder_trained: bool) -> None:
     """Make the trained model (in memory, equal to the file) the plugin's predictor for
     `path`, so a model.pth retrained in the same folder is never served stale."""
     model.name, model.checkpoint_path, model.checkpoint_sha256 = str(path), path, None
+    # Embeddings are keyed on the weights' hash (computed from the new file), never on the
+    # path, so a model retrained in the same folder can't be served stale ones.
     use_predictor(str(path), Predictor(model, device=None))
-    if encoder_trained:  # in-memory embeddings made under this path's name are stale now
-        SHARED_STORE.clear()
 
 
 def _spin(low: int, high: int, value: int, special: str | None = None) -> QSpinBox:

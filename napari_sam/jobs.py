@@ -1,8 +1,15 @@
-"""Background jobs for the widgets: every model call runs in a napari `thread_worker`.
+"""Background jobs for the widgets: every model call runs in a napari `thread_worker`, on
+samscope's own thread pool.
 
 A job function never raises into Qt: exceptions become a `Failure` result, shown with
 `show_error` (a clear message, no traceback dialog). Results that arrive after the widget
 or its layers are gone, or after the job was cancelled, are dropped.
+
+Why an own pool: a worker's own `start()` queues it on `QThreadPool.globalInstance()`, the
+pool that Qt 5's raster engine also splits large image conversions into. With every thread of
+that pool taken by a job waiting for the GIL, a repaint that holds the GIL waits for its
+conversion tasks forever (a deadlock seen on a loaded 2-core machine). Jobs run on
+`job_pool()` instead, so Qt's global pool stays free.
 """
 
 from __future__ import annotations
@@ -11,8 +18,9 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
-from napari.qt.threading import FunctionWorker, GeneratorWorker, thread_worker
+from napari.qt.threading import FunctionWorker, GeneratorWorker, WorkerBase, thread_worker
 from napari.utils.notifications import show_error
+from qtpy.QtCore import QCoreApplication, QThreadPool
 
 from sam_core.errors import SamscopeError
 
@@ -29,6 +37,41 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, SamscopeError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
+
+
+_POOL: QThreadPool | None = None
+_RUNNING: set[WorkerBase] = set()
+
+
+def job_pool() -> QThreadPool:
+    """samscope's own thread pool (created on first use, a child of the running
+    QApplication when there is one); as many threads as Qt's ideal thread count."""
+    global _POOL
+    if _POOL is None:
+        _POOL = QThreadPool(QCoreApplication.instance())
+        _POOL.destroyed.connect(_forget_pool)
+    return _POOL
+
+
+def _forget_pool(*_: Any) -> None:
+    global _POOL
+    _POOL = None
+
+
+def wait_for_jobs(msecs: int = -1) -> bool:
+    """Block until every running job has finished (at most `msecs` ms, -1: no limit);
+    True when none is left. Results still go to their callbacks through the event loop."""
+    return _POOL is None or _POOL.waitForDone(msecs)
+
+
+def _start(worker: WorkerBase) -> None:
+    """Start `worker` on `job_pool()`, never on Qt's global pool. A reference is kept
+    until it finishes, so a job whose caller dropped it still runs to its end."""
+    if worker in _RUNNING:
+        raise RuntimeError("this job was already started")
+    _RUNNING.add(worker)
+    worker.finished.connect(lambda: _RUNNING.discard(worker))
+    job_pool().start(worker)
 
 
 def _if_alive(callback: Callable[..., None]) -> Callable[..., None]:
@@ -58,7 +101,7 @@ def start_function_job(
 
     worker = thread_worker(guarded, start_thread=False)()
     worker.returned.connect(_if_alive(on_done))
-    worker.start()
+    _start(worker)
     return worker
 
 
@@ -82,7 +125,7 @@ def start_generator_job(
     worker.yielded.connect(_if_alive(on_yield))
     worker.returned.connect(_if_alive(on_done))
     worker.aborted.connect(_if_alive(lambda: on_done(None)))
-    worker.start()
+    _start(worker)
     return worker
 
 

@@ -1,6 +1,8 @@
 """napari prompt layers → sam_core prompts for one slice (no viewer needed).
 
-napari coordinates are (z, y, x) or (y, x) in data pixels; sam_core wants (x, y).
+Coordinates come in as (z, y, x) or (y, x) in the *image layer's data pixels*: the annotator
+maps them there first (`layer_transforms`), so napari's scale/translate never reach this
+module. sam_core wants (x, y).
 """
 
 from __future__ import annotations

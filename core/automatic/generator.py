@@ -28,7 +28,14 @@ from ..image_input import Normalization, as_rgb_uint8_or_float
 from ..modeling.sam import SamModel
 from ..predictor import Predictor
 from ..prompts import build_prompts
-from ..tiling import TiledEmbedding, TileLayout, TileSource, embed_tile
+from ..tiling import (
+    DEFAULT_TILE_SHAPE,
+    TiledEmbedding,
+    TileLayout,
+    TileSource,
+    embed_tile,
+    layout_for,
+)
 from .candidates import CandidateCollector, MaskCandidates
 from .grids import CropRegion, crop_regions, tile_regions
 from .nms import box_nms
@@ -144,13 +151,15 @@ class AutomaticMaskGenerator:
     def tile_layout(self, image_hw: tuple[int, int]) -> TileLayout | None:
         """How an image of (H, W) pixels is tiled (None: it is embedded whole)."""
         tile_shape = self.tile_shape
-        if tile_shape is None and max(image_hw) > self.tiling_threshold:
-            tile_shape = (1024, 1024)
-        if tile_shape is None or (image_hw[0] <= tile_shape[0] and image_hw[1] <= tile_shape[1]):
-            return None
-        if self.crop_n_layers:
+        if tile_shape is None:
+            layout = layout_for(image_hw, DEFAULT_TILE_SHAPE, self.halo, self.tiling_threshold)
+        elif image_hw[0] <= tile_shape[0] and image_hw[1] <= tile_shape[1]:
+            layout = None
+        else:
+            layout = TileLayout.for_shape(image_hw, tile_shape, self.halo)
+        if layout is not None and self.crop_n_layers:
             raise ValueError("crop layers and tiling don't combine: set crop_n_layers=0")
-        return TileLayout.for_shape(image_hw, tile_shape, self.halo)
+        return layout
 
     def regions_for(self, image_hw: tuple[int, int]) -> list[CropRegion]:
         """The crops or tiles this generator embeds for an image of (H, W) pixels."""

@@ -7,6 +7,17 @@ from collections.abc import Sequence
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from ..mask_geometry import decode_rle, encode_rle
+
+__all__ = [
+    "OUTPUT_MODES",
+    "decode_segmentation",
+    "encode_rle",
+    "encode_rle_cropped",
+    "full_mask",
+    "masks_to_label_image",
+]
+
 OutputMode = str  # "binary_mask" | "coco_rle" | "cropped_mask"
 OUTPUT_MODES = ("binary_mask", "coco_rle", "cropped_mask")
 
@@ -17,13 +28,6 @@ def full_mask(local: np.ndarray, box_xyxy: Sequence[int], image_hw: tuple[int, i
     out = np.zeros(image_hw, dtype=bool)
     out[y0:y1, x0:x1] = local
     return out
-
-
-def encode_rle(mask: np.ndarray) -> dict:
-    """(H, W) bool → COCO RLE {"size": [H, W], "counts": str} (pycocotools, column-major)."""
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    rle["counts"] = rle["counts"].decode("ascii")
-    return rle
 
 
 def encode_rle_cropped(
@@ -60,11 +64,7 @@ def decode_segmentation(record: dict, image_hw: tuple[int, int]) -> tuple[np.nda
     x, y, w, h = (int(v) for v in record["bbox"])
     box = (x, y, x + w, y + h)
     if isinstance(seg, dict):
-        counts = seg["counts"]
-        counts = counts.encode() if isinstance(counts, str) else counts
-        rle = {"size": seg["size"], "counts": counts}
-        full = mask_utils.decode(rle).astype(bool)
-        return full[y : y + h, x : x + w], box
+        return decode_rle(seg)[y : y + h, x : x + w], box
     seg = np.asarray(seg, dtype=bool)
     if seg.shape == tuple(image_hw) and (h, w) != tuple(image_hw):
         return seg[y : y + h, x : x + w], box

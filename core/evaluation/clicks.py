@@ -17,27 +17,14 @@ Coordinates returned are (x, y) = (column, row) pixels, as the predictor takes t
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
+
+from ..mask_geometry import _distance_inside, interior_point
+from ..mask_geometry import box_prompt as mask_box
+
+__all__ = ["interior_point", "mask_box", "next_click", "noisy_box"]
 
 BOX_NOISE_FRACTION = 0.1
 BOX_NOISE_MAX_PX = 20.0
-
-
-def _distance_inside(mask: np.ndarray) -> np.ndarray:
-    """Euclidean distance of each mask pixel to the nearest background or image-border pixel."""
-    return ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
-
-
-def interior_point(mask: np.ndarray) -> tuple[float, float]:
-    """(x, y) of the pixel of a non-empty (H, W) mask farthest from its boundary.
-
-    Ties go to the first such pixel in row-major order.
-    """
-    mask = np.asarray(mask, dtype=bool)
-    if not mask.any():
-        raise ValueError("interior_point of an empty mask")
-    row, col = np.unravel_index(np.argmax(_distance_inside(mask)), mask.shape)
-    return float(col), float(row)
 
 
 def next_click(
@@ -61,24 +48,6 @@ def next_click(
     distance = dist_fn if positive else dist_fp
     row, col = np.unravel_index(np.argmax(distance), distance.shape)
     return float(col), float(row), int(positive)
-
-
-def mask_box(mask: np.ndarray) -> np.ndarray:
-    """(4,) x0, y0, x1, y1 of the pixels of a non-empty (H, W) mask (first/last column, row).
-
-    A box one pixel wide or high is widened by half a pixel each side (zero-area boxes are no
-    valid prompt).
-    """
-    rows = np.flatnonzero(np.any(mask, axis=1))
-    cols = np.flatnonzero(np.any(mask, axis=0))
-    if rows.size == 0:
-        raise ValueError("mask_box of an empty mask")
-    box = np.array([cols[0], rows[0], cols[-1], rows[-1]], dtype=np.float64)
-    for lo, hi in ((0, 2), (1, 3)):
-        if box[hi] <= box[lo]:
-            box[lo] -= 0.5
-            box[hi] += 0.5
-    return box
 
 
 def noisy_box(box: np.ndarray, image_hw: tuple[int, int], rng: np.random.Generator) -> np.ndarray:

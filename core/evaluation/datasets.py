@@ -15,14 +15,16 @@ A set is a folder laid out like those in ``shared/data``:
   ``images/`` is paired with ``labels/<stem>.tif``.
 
 3-D volumes are skipped (recorded in `EvalSet.skipped`). Label images that don't match their
-image's (H, W) raise `ImageError` naming both shapes.
+image's (H, W) raise `ImageError` naming both shapes. A binary label image of many separate
+objects (all = 1, 255 or True) raises `BinaryLabelsError` naming the file, or is split into its
+connected regions with ``split_binary=True`` (the rule: `sam_core.label_check`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from scipy import ndimage
 
 from ..errors import ImageError
 from ..image_io import read_image
+from ..label_check import check_instance_labels
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -192,8 +195,17 @@ def _entries(root: Path) -> list[dict[str, str]]:
     return entries
 
 
-def load_sample(root: Path, entry: dict[str, str]) -> Sample:
-    """Read one manifest entry (paths relative to `root`) into a `Sample`."""
+def load_sample(
+    root: Path,
+    entry: dict[str, str],
+    split_binary: bool = False,
+    warn: Callable[[str], None] | None = None,
+) -> Sample:
+    """Read one manifest entry (paths relative to `root`) into a `Sample`.
+
+    split_binary, warn: what to do with a binary label image of many objects (refuse, or
+    split it into connected regions and say so), see `sam_core.label_check`.
+    """
     name = str(entry.get("name") or Path(entry["image"]).stem)
     image = read_image(root / entry["image"])
     if image.ndim == 3 and image.shape[-1] > 4:
@@ -214,7 +226,9 @@ def load_sample(root: Path, entry: dict[str, str]) -> Sample:
         crowd = data.get("iscrowd")
         sample.iscrowd = np.zeros(len(masks), bool) if crowd is None else crowd.astype(bool)
     elif entry.get("label"):
-        sample.label_image = check_label_image(_read_label(root / entry["label"]), hw, name)
+        path = root / entry["label"]
+        label = check_label_image(_read_label(path), hw, name)
+        sample.label_image = check_instance_labels(label, str(path), split_binary, warn)
     else:
         raise ImageError(f"{name}: no ground truth (labels/{name}.tif) for image {entry['image']}")
     if entry.get("ignore"):
@@ -223,12 +237,19 @@ def load_sample(root: Path, entry: dict[str, str]) -> Sample:
 
 
 def load_eval_set(
-    root: str | os.PathLike[str], names: list[str] | None = None, limit: int | None = None
+    root: str | os.PathLike[str],
+    names: list[str] | None = None,
+    limit: int | None = None,
+    split_binary: bool = False,
+    warn: Callable[[str], None] | None = None,
 ) -> EvalSet:
     """Read an evaluation folder (see the module docstring).
 
     names: only these images (by name), in the given order; limit: at most this many images
     (after `names`), in manifest order. 3-D volumes are skipped and listed in `.skipped`.
+    split_binary: split binary label images of many objects into their connected regions
+    (one warning each through `warn`, default a `SplitLabelsWarning`) instead of raising
+    `BinaryLabelsError` (an ImageError) naming the file.
     """
     root = Path(root).expanduser()
     if not root.is_dir():
@@ -248,7 +269,7 @@ def load_eval_set(
         if isinstance(shape, list) and len(shape) == 3 and shape[-1] not in (1, 3, 4):
             skipped.append((str(entry.get("name")), f"3-D volume of shape {shape}"))
             continue
-        samples.append(load_sample(root, entry))
+        samples.append(load_sample(root, entry, split_binary, warn))
     if not samples:
         raise ImageError(f"{root}: no 2-D images with ground truth found")
     return EvalSet(name=root.name, root=root, samples=samples, skipped=skipped)

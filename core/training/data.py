@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from ..errors import ImageError
 from ..evaluation.datasets import Sample, check_has_objects
 from ..image_input import MODEL_INPUT_SIZE, ImageGeometry, prepare_image
+from ..label_check import check_instance_labels
 from ..predictor import Predictor
 
 LOW_RES = 256
@@ -58,10 +59,34 @@ class TrainingImage:
         return -(-h // _CELL), -(-w // _CELL)
 
 
+def instance_samples(
+    samples: Sequence[Sample],
+    split_binary: bool = False,
+    warn: Callable[[str], None] | None = None,
+) -> list[Sample]:
+    """`samples` whose label images are instances (`sam_core.label_check`'s rule).
+
+    split_binary: a binary label image of separate objects (all = 1, 255 or True) becomes one
+    object per connected region (a new Sample; one message each through `warn`, default a
+    `SplitLabelsWarning`); without it such an image raises `BinaryLabelsError` (ImageError).
+    Samples with instance masks (`Sample.masks`) or instance labels are returned as they are.
+    """
+    out = []
+    for sample in samples:
+        label = sample.label_image
+        checked = (
+            None if label is None else check_instance_labels(label, sample.name, split_binary, warn)
+        )
+        out.append(sample if checked is label else replace(sample, label_image=checked))
+    return out
+
+
 def label_masks(sample: Sample) -> list[np.ndarray]:
-    """The sample's object masks, after the checks training needs (ImageError otherwise)."""
+    """The sample's object masks, after the checks training needs (ImageError otherwise:
+    an empty label image, one object covering everything, binary labels of many objects)."""
     if sample.label_image is not None:
         check_has_objects(sample.label_image, sample.name)
+        check_instance_labels(sample.label_image, sample.name)
     masks = [m for m in sample.instances() if m.any()]
     if not masks:
         raise ImageError(f"{sample.name}: the label image is empty: no object to train on")
@@ -117,7 +142,8 @@ def training_image(
 ) -> TrainingImage:
     """One training item for `sample` (embedded by `predictor`, or its pixels kept if None).
 
-    Raises ImageError for label images that are empty or one object covering everything.
+    Raises ImageError for label images that are empty, one object covering everything, or
+    binary labels of many objects (`instance_samples` splits those first).
     """
     masks = label_masks(sample)
     geometry = ImageGeometry.for_shape(sample.shape)
@@ -159,7 +185,8 @@ def prepare_training_images(
     flips: also each sample's left-right mirror.
     augment: with a predictor, all 8 flips/quarter turns of each sample (embedded once);
     without, one item per sample that keeps its source for `random_view` in each step.
-    Raises ImageError for label images that are empty or one object covering everything.
+    Raises ImageError for label images that are empty, one object covering everything, or
+    binary labels of many objects (`instance_samples` splits those first).
     """
     if augment and predictor is not None:
         turns = range(DIHEDRAL)

@@ -39,7 +39,7 @@ from ..evaluation.prompted import single_point
 from ..modeling.sam import SamModel
 from ..predictor import Predictor
 from . import checkpointing
-from .data import TrainingImage, prepare_training_images, random_view
+from .data import TrainingImage, instance_samples, prepare_training_images, random_view
 from .losses import sam_loss
 from .simulation import error_points, interior_points, noisy_boxes, random_points
 
@@ -66,6 +66,7 @@ class FinetuneConfig:
     augment: bool = False  # random flips/quarter turns (see data.prepare_training_images)
     first_point: str = "uniform"  # uniform | interior (the object's core, see simulation)
     iou_rank_weight: float = 0.0  # > 0 adds the ranking term to the IoU head loss (losses)
+    split_binary: bool = False  # binary label images → one object per region (label_check)
     seed: int = 0
     device: str | None = None
 
@@ -244,6 +245,8 @@ def finetune(
     """Fine-tune `model` in place; write weights, card and resume file to `out_dir`.
 
     train, val: labelled samples (see `sam_core.evaluation.datasets`); val may be empty.
+    Binary label images of many objects raise `BinaryLabelsError` (an ImageError), or with
+    `config.split_binary` become one object per connected region (a line through `log`).
     resume: continue from `out_dir`'s resume file if there is one (same base and settings).
     progress: (done_steps, total_steps); log: one line per epoch. Returns the card.
     """
@@ -256,6 +259,8 @@ def finetune(
     say = log or (lambda _line: None)
     if not train:
         raise ImageError("no training images")
+    train = instance_samples(train, config.split_binary, log)
+    val = instance_samples(val, config.split_binary, log)
     device = resolve_device(config.device)
     model.to(device)
     params = trainable_parameters(model, config.trainable)

@@ -235,6 +235,8 @@ def test_a_killed_run_resumes_with_the_complete_set_and_nothing_duplicated(
 
 
 def test_embed_then_segment_with_the_cache(tmp_path, input_dir, reference, shared_dir, capsys):
+    from sam_core.session import Session
+
     stack = np.stack([_crop(shared_dir, n) for n in NAMES[:2]])
     tifffile.imwrite(tmp_path / "stack.tif", stack)
     image = input_dir / f"{NAMES[0]}.png"
@@ -242,10 +244,19 @@ def test_embed_then_segment_with_the_cache(tmp_path, input_dir, reference, share
     args = ["embed", str(image), str(tmp_path / "stack.tif"), "--cache", str(cache), "-q"]
     assert main(args) == 0
     stdout = capsys.readouterr().out
-    assert "2 tile embedding(s) computed" in stdout and "2 cached, 0 failed" in stdout
-    assert (cache / f"{NAMES[0]}.zarr" / "zarr.json").is_file()
+    # one store per plane, named by its pixels (not the file): the stack's first slice holds
+    # the image's pixels, so it reuses the image's store
+    assert "(image, axes YX): 1 plane(s) computed, 0 already" in stdout
+    assert "(stack of 2, axes ZYX): 1 plane(s) computed, 1 already" in stdout
+    assert "2 cached, 0 failed" in stdout
+    session = Session("vit_t")
+    key = session.embedding_key(session.load(image))
+    assert (cache / f"{key}.zarr" / "zarr.json").is_file()
+    assert len(list(cache.glob("*.zarr"))) == 2
     assert main(args) == 0
-    assert "0 tile embedding(s) computed" in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert "0 plane(s) computed, 1 already" in out_text and "0 plane(s) computed, 2" in out_text
+    assert len(list(cache.glob("*.zarr"))) == 2
 
     out = tmp_path / "out"
     assert _segment(capsys, image, tmp_path / "stack.tif", "--out", out, "--cache", cache)[0] == 0

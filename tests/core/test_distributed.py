@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from sam_core import Predictor
-from sam_core.batch import SegmentSettings, get_predictor, list_inputs, plan_jobs, run_job
+from sam_core.batch import SegmentSettings, list_inputs, plan_jobs, run_job
 from sam_core.cli import main
 from sam_core.cli_batch import AMG_OPTIONS, _fill_thresholds
 
@@ -87,7 +87,7 @@ def test_scheduler_address_each_worker_loads_the_model_once_and_failures_are_rep
             jobs, _settings(), scheduler=cluster.scheduler_address, progress=seen.append
         )
         with Client(cluster) as client:
-            loads = client.run(lambda: get_predictor.cache_info().misses)
+            loads = client.run(lambda: __import__("sam_core.session").session.loaded_predictors())
             threads = client.run(lambda: __import__("torch").get_num_threads())
     assert sorted(loads.values()) == [1, 1]  # one model per worker, loaded by the plugin
     assert set(threads.values()) == {1}

@@ -280,8 +280,9 @@ def test_cli_finetune_stores_automatic_thresholds_that_segment_uses(
     import tifffile
     from PIL import Image
 
-    from sam_core.cli_batch import OFFICIAL_THRESHOLDS, _fill_thresholds
+    from sam_core.cli_batch import _fill_thresholds
     from sam_core.evaluation.threshold_search import IOU_GRID, STABILITY_GRID
+    from sam_core.session import OFFICIAL_AUTOMATIC_SETTINGS as official
 
     folder = tmp_path / "set"
     (folder / "images").mkdir(parents=True)
@@ -309,8 +310,8 @@ def test_cli_finetune_stores_automatic_thresholds_that_segment_uses(
     assert amg == {"pred_iou_thresh": found["pred_iou_thresh"], "stability_score_thresh": 0.9}
     amg = {"pred_iou_thresh": None, "stability_score_thresh": None}
     _fill_thresholds(amg, "vit_t")
-    assert amg == OFFICIAL_THRESHOLDS
+    assert amg == {k: official[k] for k in amg}
     (out / "model.json").write_text("{not json")  # a broken card: official thresholds
     amg = {"pred_iou_thresh": None, "stability_score_thresh": None}
     _fill_thresholds(amg, str(out / "model.pth"))
-    assert amg == OFFICIAL_THRESHOLDS
+    assert amg == {k: official[k] for k in amg}

@@ -38,8 +38,8 @@ def volume(shared_dir: Path) -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="session")
 def shared_predictor(vit_t_model):
     """The session's MobileSAM registered as the plugin's "vit_t" predictor (loaded once)."""
-    from napari_sam.models import use_predictor
     from sam_core import Predictor
+    from sam_core.session import use_predictor
 
     predictor = Predictor(vit_t_model, device="cpu")
     use_predictor("vit_t", predictor)

@@ -42,9 +42,15 @@ def best_iou(mask: np.ndarray, gt_labels: np.ndarray) -> float:
 
 
 def screenshot(viewer, name: str) -> Path:
-    """Window grab (UI included) into docs/images/<name>.png."""
-    DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
-    path = DOCS_IMAGES / f"{name}.png"
+    """Window grab (UI included) into <folder>/<name>.png: docs/images only when
+    SAMSCOPE_UPDATE_SCREENSHOTS=1, else a temporary folder (tests leave the tree clean)."""
+    import os
+    import tempfile
+
+    update = os.environ.get("SAMSCOPE_UPDATE_SCREENSHOTS") == "1"
+    folder = DOCS_IMAGES if update else Path(tempfile.gettempdir()) / "samscope-screenshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
     from qtpy.QtWidgets import QApplication
 
     QApplication.processEvents()  # let the docked widget settle the canvas size first
@@ -58,3 +64,25 @@ def timed(fn):
     start = time.perf_counter()
     fn()
     return time.perf_counter() - start
+
+
+def click_world(viewer, qtbot, world_yx) -> None:
+    """A real left click (Qt press + release) on the canvas at a world position (…, y, x) of
+    the displayed plane: napari maps the canvas pixel back to world coordinates itself."""
+    from qtpy.QtCore import QPoint, Qt
+    from qtpy.QtWidgets import QApplication
+
+    for _ in range(3):  # let the docked widgets settle the canvas size first
+        QApplication.processEvents()
+        qtbot.wait(30)
+    canvas = viewer.window._qt_viewer.canvas
+    to_canvas = canvas.view.transform * canvas.view.scene.transform
+    x, y = to_canvas.map([float(world_yx[-1]), float(world_yx[-2])])[:2]
+    qtbot.mouseClick(canvas.native, Qt.MouseButton.LeftButton, pos=QPoint(round(x), round(y)))
+    QApplication.processEvents()
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    """IoU of two bool masks of one shape (1.0 for two empty masks)."""
+    union = (a | b).sum()
+    return float((a & b).sum() / union) if union else 1.0

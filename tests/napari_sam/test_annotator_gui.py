@@ -99,9 +99,9 @@ def test_ambiguous_click_cycles_masks_and_undo(annotator, nuclei, press, qtbot):
 
 
 def test_cache_folder_keeps_embeddings_on_disk(annotator, nuclei, qtbot, tmp_path):
-    from napari_sam.disk_cache import store_path
-    from napari_sam.embedding_store import SHARED_STORE, plane_digest
     from sam_core.embedding_cache import EmbeddingCache
+    from sam_core.session import MEMORY_CACHE, Session
+    from samscope_napari.image_source import session_image
 
     viewer, widget = annotator
     image, gt = nuclei
@@ -110,30 +110,32 @@ def test_cache_folder_keeps_embeddings_on_disk(annotator, nuclei, qtbot, tmp_pat
     widget.cache_edit.setText(str(tmp_path))
     widget.helper("SAM points").add([interior_point(gt[:128, :160] > 0)])
     _wait_preview(qtbot, widget)
-    path = store_path(tmp_path, "crop", "vit_t", None)
+    key = Session("vit_t", device=None).embedding_key(session_image(crop, False))
+    path = tmp_path / f"{key}.zarr"  # the store is named by the pixels, not the layer
     assert path.is_dir()
-    in_memory = SHARED_STORE.get((plane_digest(crop), None, "vit_t"))
+    in_memory = MEMORY_CACHE.get(key)
     # a later session: the store reopens with matching provenance and gives the same features
     reopened = EmbeddingCache(path, widget_predictor(), on_mismatch="error").embedding(crop)
     assert np.array_equal(reopened.features.numpy(), in_memory.features.numpy())
 
 
 def widget_predictor():
-    from napari_sam.models import get_predictor
+    from sam_core.session import get_predictor
 
-    return get_predictor("vit_t")
+    return get_predictor("vit_t", device=None)
 
 
 def test_large_image_is_embedded_in_tiles(annotator, nuclei, qtbot):
-    from napari_sam.embedding_store import SHARED_STORE, plane_digest
+    from sam_core.session import MEMORY_CACHE
     from sam_core.tiling import TiledEmbedding
+    from samscope_napari.image_source import session_image
 
     viewer, widget = annotator
     image, gt = nuclei
     big, big_gt = np.tile(image, (2, 2)), np.tile(gt, (2, 2))
     big_gt[256:, 256:] += 1000  # the bottom-right copy's nuclei get their own ids
     big_gt[big_gt == 1000] = 0
-    widget.tile_max_side, widget.tile_shape, widget.tile_halo = 300, (256, 256), (32, 32)
+    widget.session_options = {"max_side": 300, "tile_shape": (256, 256), "halo": (32, 32)}
     viewer.add_image(big, name="tiled")
     ids, sizes = np.unique(gt[gt > 0], return_counts=True)
     obj = ids[np.argmax(sizes)] + 1000
@@ -145,5 +147,6 @@ def test_large_image_is_embedded_in_tiles(annotator, nuclei, qtbot):
     iou = (mask & truth).sum() / (mask | truth).sum()
     print("tiled click IoU", round(iou, 3))
     assert iou > 0.7
-    embedding = SHARED_STORE.get((plane_digest(big), None, "vit_t"))
+    key = widget.session("vit_t").embedding_key(session_image(big, False))
+    embedding = MEMORY_CACHE.get(key)
     assert isinstance(embedding, TiledEmbedding) and len(embedding.embeddings) == 4

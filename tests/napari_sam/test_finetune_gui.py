@@ -71,9 +71,9 @@ def _run(widget, qtbot) -> None:
 def test_finetune_on_a_committed_stack_writes_a_loadable_model(
     finetune_gui, nuclei_stack, tmp_path, qtbot, errors
 ):
-    from napari_sam.annotator import AnnotatorWidget
-    from napari_sam.models import is_loaded
     from sam_core import load_model
+    from sam_core.session import is_loaded
+    from samscope_napari.annotator import AnnotatorWidget
 
     viewer, widget = finetune_gui
     image, labels = nuclei_stack
@@ -112,7 +112,7 @@ def test_finetune_on_a_committed_stack_writes_a_loadable_model(
     found = json.loads((tmp_path / "run" / "model.json").read_text())["automatic"]
     assert 0.3 <= found["pred_iou_thresh"] <= 0.9 and "automatic masks:" in log
     # ... and taken up by the Automatic segmentation widget for that model file
-    from napari_sam.automatic_widget import AutomaticWidget
+    from samscope_napari.automatic_widget import AutomaticWidget
 
     automatic = AutomaticWidget(viewer)
     automatic.model_combo.setEditText(str(path))
@@ -124,7 +124,7 @@ def test_finetune_on_a_committed_stack_writes_a_loadable_model(
     annotators = [w for w in viewer.window.dock_widgets.values() if isinstance(w, AnnotatorWidget)]
     assert len(annotators) == 1
     assert annotators[0].model_combo.currentText() == str(path)
-    assert is_loaded(str(path))  # the trained weights serve the annotator: no stale copy
+    assert is_loaded(str(path), device=None)  # the trained weights serve the annotator
 
 
 @pytest.mark.slow
@@ -279,7 +279,7 @@ def test_a_base_checkpoint_that_is_not_sam(finetune_gui, nuclei_stack, tmp_path,
 
 
 def test_pure_helpers_split_and_cancel_messages():
-    from napari_sam.finetune_inputs import cancel_message, split_note, validation_count
+    from samscope_napari.finetune_inputs import cancel_message, split_note, validation_count
 
     assert validation_count(1, None) == 0 and validation_count(1, 3) == 0
     assert validation_count(3, None) == 1 and validation_count(10, None) == 2

@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_sam.annotation import UndoStack, commit_object, next_free_id, undo_commit
-from napari_sam.embedding_store import EmbeddingStore, plane_digest
-from napari_sam.image_source import image_plane, layout_of
-from napari_sam.prompts import slice_prompts
 from sam_core.errors import ImageError, PromptError
+from samscope_napari.annotation import UndoStack, commit_object, next_free_id, undo_commit
+from samscope_napari.image_source import image_plane, layout_of
+from samscope_napari.prompts import slice_prompts
 
 
 def _disk(shape, cy, cx, r):
@@ -90,13 +89,3 @@ def test_layouts_planes_and_channel_choice():
     assert np.array_equal(image_plane(stack, False, 1), stack[1])
 
 
-def test_embedding_store_keys_by_pixels_and_drops_least_recent():
-    a = np.zeros((8, 8), np.uint8)
-    b = a.copy()
-    b[0, 0] = 1
-    assert plane_digest(a) == plane_digest(a.copy()) != plane_digest(b)
-    assert plane_digest(a) != plane_digest(a.astype(np.uint16))
-    store = EmbeddingStore(max_items=2)
-    for i in range(3):
-        store.put((str(i), None, "m"), i)
-    assert store.get(("0", None, "m")) is None and store.get(("2", None, "m")) == 2

@@ -20,7 +20,7 @@ def test_npe2_validate_passes():
 
 
 def test_sample_data_are_bundled_images():
-    from napari_sam import sample_data
+    from samscope_napari import sample_data
 
     for func, shape in (
         (sample_data.coins, (303, 384)),
@@ -34,8 +34,8 @@ def test_sample_data_are_bundled_images():
 @pytest.mark.gui
 def test_widgets_and_samples_open_through_napari(make_napari_viewer):
     viewer = make_napari_viewer(show=True)
-    from napari_sam.annotator import AnnotatorWidget
-    from napari_sam.automatic_widget import AutomaticWidget
+    from samscope_napari.annotator import AnnotatorWidget
+    from samscope_napari.automatic_widget import AutomaticWidget
 
     _, annotator = viewer.window.add_plugin_dock_widget("samscope", "Segment Anything")
     _, automatic = viewer.window.add_plugin_dock_widget("samscope", "Automatic segmentation")
