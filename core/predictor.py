@@ -20,7 +20,7 @@ from .device import Precision, autocast, check_precision, resolve_device
 from .embedding import ImageEmbedding
 from .errors import EmbeddingError, NotReadyError
 from .image_input import Normalization, prepare_image
-from .mask_upsampling import upsample_logits
+from .mask_upsampling import upsample_to_numpy
 from .modeling.sam import SamModel
 from .modeling.two_way_transformer import SharedImageSide
 from .prompts import PromptBatch, build_prompts
@@ -129,14 +129,15 @@ class Predictor:
         return_logits: full-size float32 logits instead of boolean masks.
 
         Returns masks (M, H, W) bool, scores (M,) float32 predicted IoU, and low-res logits
-        (M, 256, 256) float32, with M = 3 or 1 (and a leading B axis for batches).
+        (M, 256, 256) float32, with M = 3 or 1 (and a leading B axis for batches). Full-size
+        masks are upsampled a few at a time into the output array (`upsample_to_numpy`), so
+        memory grows by the output plus about 100 MB, whatever the batch size.
         """
         embedding = self.embedding
         prompts = build_prompts(embedding.geometry, points, labels, box, mask_input)
         low_res, scores = self.predict_low_res(prompts, multimask)
-        full = upsample_logits(low_res, embedding.geometry)
-        masks = full if return_logits else full > 0.0
-        outputs = (masks.cpu().numpy(), scores.cpu().numpy(), low_res.cpu().numpy())
+        masks = upsample_to_numpy(low_res, embedding.geometry, return_logits)
+        outputs = (masks, scores.cpu().numpy(), low_res.cpu().numpy())
         if not prompts.batched:
             outputs = tuple(o[0] for o in outputs)
         return outputs

@@ -38,10 +38,15 @@ from qtpy.QtWidgets import (
 
 from sam_core import DEFAULT_MODEL, Predictor, list_models, load_model
 from sam_core.errors import SamscopeError
+from sam_core.finetuning import (
+    FIRST_POINTS,
+    TRAINABLE,
+    FinetuneConfig,
+    finetune,
+    split_samples,
+    store_tuned_thresholds,
+)
 from sam_core.session import use_predictor
-from sam_core.training import TRAINABLE, FinetuneConfig, finetune, split_samples
-from sam_core.training.trainer import FIRST_POINTS
-from sam_core.training.tuned_thresholds import store_tuned_thresholds
 
 from . import jobs
 from .finetune_inputs import (

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from sam_core import ImageError, ImageGeometry, Predictor, build_sam, prepare_image
-from sam_core.image_input import PERCENTILES, as_rgb_uint8_or_float
+from sam_core.image_input import MIN_INPUT_SIDE, PERCENTILES, as_rgb_uint8_or_float
 
 RNG = np.random.default_rng(0)
 H, W = 60, 80
@@ -228,8 +228,8 @@ def test_other_normalizations() -> None:
         ((1040, 1388), (767, 1024)),
         ((256, 256), (1024, 1024)),
         ((256, 320), (819, 1024)),
-        ((1, 1000), (1, 1024)),
-        ((1000, 3), (1024, 3)),
+        ((16, 1024), (16, 1024)),
+        ((1000, 16), (1024, 16)),
         ((2048, 4096), (512, 1024)),
         ((1024, 1024), (1024, 1024)),
     ],
@@ -242,7 +242,8 @@ def test_geometry_rounding_matches_official(hw, expected) -> None:
 
 def test_geometry_rounding_many_shapes() -> None:
     for h, w in RNG.integers(1, 3000, (500, 2)).tolist():
-        assert ImageGeometry.for_shape((h, w)).input_hw == _official_shape(h, w), (h, w)
+        expected = tuple(max(MIN_INPUT_SIDE, side) for side in _official_shape(h, w))
+        assert ImageGeometry.for_shape((h, w)).input_hw == expected, (h, w)
 
 
 def test_points_map_to_the_input_frame() -> None:
@@ -263,7 +264,7 @@ def test_points_map_to_the_input_frame() -> None:
 def test_uint8_rgb_resize_is_pil_bilinear(hw) -> None:
     rgb = _rgb(*hw)
     resized, geometry = prepare_image(rgb)
-    assert geometry.input_hw == _official_shape(*hw)
+    assert geometry.input_hw == tuple(max(MIN_INPUT_SIDE, s) for s in _official_shape(*hw))
     assert np.array_equal(resized, _pil_resize(rgb, geometry.input_hw))
 
 
