@@ -201,13 +201,17 @@ def _is_lazy_array(image: object) -> bool:
     )
 
 
-def _select_channels(array: np.ndarray, channels: int | Sequence[int] | None) -> np.ndarray:
-    """→ (H, W, 1) or (H, W, 3)."""
-    if array.ndim == 2:
-        if channels not in (None, 0, (0,), [0]):
-            raise ImageError(f"channels={channels!r} given for a single-channel (H, W) image")
-        return array[..., None]
-    n = array.shape[-1]
+def channel_choice(
+    n: int, channels: int | Sequence[int] | None, dtype: np.dtype | type = np.uint8
+) -> tuple[int, ...] | None:
+    """The channels the model sees of data with `n` channels on its last axis, validated.
+
+    Returns None (use the data as it is: 1 or 3 channels) or a tuple of 1 or 3 channel
+    indices; uint8 RGBA without a choice gives (0, 1, 2) (alpha dropped).
+    Raises:
+        ImageError: a channel that doesn't exist, not 1 or 3 channels named, or data with
+            other than 1, 3 (or uint8 4) channels and no choice.
+    """
     if channels is not None:
         chosen = [channels] if isinstance(channels, int | np.integer) else list(channels)
         if len(chosen) not in (1, 3):
@@ -215,20 +219,34 @@ def _select_channels(array: np.ndarray, channels: int | Sequence[int] | None) ->
         for c in chosen:
             if not -n <= int(c) < n:
                 raise ImageError(f"channel {c} does not exist: the image has {n} channels")
-        return array[..., [int(c) for c in chosen]]
+        return tuple(int(c) for c in chosen)
     if n in (1, 3):
-        return array
-    if n == 4 and array.dtype == np.uint8:
-        return array[..., :3]  # RGBA: drop alpha
-    if array.shape[0] in (1, 3, 4) and n > 4:
+        return None
+    if n == 4 and np.dtype(dtype) == np.uint8:
+        return (0, 1, 2)  # RGBA: drop alpha
+    raise ImageError(
+        f"image has {n} channels; choose a channel (channels=N; CLI --channel N; napari: the "
+        "'channel' box) or three shown as RGB (channels=(0, 1, 2))"
+    )
+
+
+def _select_channels(array: np.ndarray, channels: int | Sequence[int] | None) -> np.ndarray:
+    """→ (H, W, 1) or (H, W, 3)."""
+    if array.ndim == 2:
+        if channels not in (None, 0, (0,), [0]):
+            raise ImageError(f"channels={channels!r} given for a single-channel (H, W) image")
+        return array[..., None]
+    n = array.shape[-1]
+    if channels is None and n > 4 and array.shape[0] in (1, 3, 4):
         raise ImageError(
             f"image of shape {array.shape} looks channel-first; "
             "move channels last (np.moveaxis(image, 0, -1))"
         )
-    raise ImageError(
-        f"image has {n} channels (shape {array.shape}); choose one channel (channels=0) "
-        "or three (channels=(0, 1, 2))"
-    )
+    try:
+        chosen = channel_choice(n, channels, array.dtype)
+    except ImageError as exc:
+        raise ImageError(f"{exc} (shape {array.shape})") from None
+    return array if chosen is None else array[..., list(chosen)]
 
 
 def _normalize(array: np.ndarray, normalization: Normalization) -> np.ndarray:

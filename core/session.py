@@ -46,7 +46,7 @@ import numpy as np
 from .embedding import ImageEmbedding
 from .errors import EmbeddingError, ImageError
 from .image_axes import interpret_axes
-from .image_input import Normalization, _select_channels
+from .image_input import Normalization, _select_channels, channel_choice
 from .mask_geometry import best_mask_index
 from .predictor import Predictor
 from .registry import DEFAULT_MODEL
@@ -292,24 +292,13 @@ def _check_channels(data, axes: str, channels: Channels, source: str | None) -> 
         if channels not in (None, 0, (0,), [0]):
             raise ImageError(f"{where}channels={channels!r} given for single-channel data {axes}")
         return None
-    n = int(data.shape[-1])
-    if channels is None:
-        if n in (1, 3):
-            return None
-        if n == 4 and data.dtype == np.uint8:
-            return (0, 1, 2)  # RGBA: the colour, alpha dropped
-        raise ImageError(
-            f"{where}image has {n} channels (axes {axes}, shape {tuple(data.shape)}); choose a "
-            "channel (channels=N; CLI --channel N; napari: the 'channel' box) or three shown "
-            "as RGB (channels=(0, 1, 2))"
-        )
-    chosen = [channels] if isinstance(channels, int | np.integer) else list(channels)
-    if len(chosen) not in (1, 3):
-        raise ImageError(f"{where}channels must name 1 or 3 channels, got {chosen}")
-    for c in chosen:
-        if not -n <= int(c) < n:
-            raise ImageError(f"{where}channel {c} does not exist: the image has {n} channels")
-    return int(chosen[0]) if len(chosen) == 1 else tuple(int(c) for c in chosen)
+    try:
+        chosen = channel_choice(int(data.shape[-1]), channels, data.dtype)
+    except ImageError as exc:
+        raise ImageError(f"{where}{exc} (axes {axes}, shape {tuple(data.shape)})") from None
+    if chosen is not None and len(chosen) == 1:
+        return chosen[0]
+    return chosen
 
 
 # ------------------------------------------------------------------------------ the cache
