@@ -4,7 +4,7 @@
 #     `samscope models`) segments a few coins of scikit-image's bundled `coins` image with one
 #     click each, then everything in it automatically; masks, label image, overlays and a
 #     summary go to demo_out/;
-#  2. `python -m fiftyone_plugin.quickstart`: three bundled sample images, written as local
+#  2. `python -m samscope_fiftyone.quickstart`: three bundled sample images, written as local
 #     files, become a persistent FiftyOne dataset (FiftyOne's bundled database) with automatic
 #     masks in the field `sam_auto`, ready to open in the App.
 # Extra arguments go to `samscope demo` (e.g. --out DIR, --objects 8, --sample cell).
@@ -13,4 +13,4 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
 .venv/bin/samscope demo "$@"
-FIFTYONE_DO_NOT_TRACK=${FIFTYONE_DO_NOT_TRACK:-true} .venv/bin/python -m fiftyone_plugin.quickstart
+FIFTYONE_DO_NOT_TRACK=${FIFTYONE_DO_NOT_TRACK:-true} .venv/bin/python -m samscope_fiftyone.quickstart

@@ -1,11 +1,104 @@
-"""Fixtures shared by the whole test suite."""
+"""Fixtures and hooks shared by the whole test suite.
+
+Hooks: per-test time limits (pytest-timeout: 300 s, 900 s for tests marked slow or
+fiftyone) with a C-level watchdog behind them, and one closing line that counts the skipped
+tests by reason.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
 import os
+import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
+
+SLOW_TIMEOUT_S = 900  # tests marked slow or fiftyone (real weights, the FiftyOne database)
+WATCHDOG_GRACE_S = 30  # the watchdog fires this long after the test's own time limit
+_WATCHDOG_FD = pytest.StashKey[int]()  # a copy of the real stderr, for the watchdog
+
+
+# ---------------------------------------------------------------------------- time limits
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked slow or fiftyone get SLOW_TIMEOUT_S unless they set their own timeout."""
+    for item in items:
+        marked_slow = item.get_closest_marker("slow") or item.get_closest_marker("fiftyone")
+        if marked_slow and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
+
+
+def _time_limit_s(item: pytest.Item) -> float:
+    """The test's pytest-timeout limit in seconds (marker, then --timeout, then the ini
+    value); 0 when there is none or pytest-timeout is not installed."""
+    marker = item.get_closest_marker("timeout")
+    if marker is not None:
+        value = marker.kwargs.get("timeout", marker.args[0] if marker.args else None)
+        if value is not None:
+            return float(value)
+    try:
+        option = item.config.getoption("timeout", default=None)
+        value = option if option is not None else item.config.getini("timeout")
+    except ValueError:  # pytest-timeout not installed: no such ini key
+        return 0.0
+    return float(value or 0)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Keep a copy of the real stderr for the watchdog (capture is off at this point)."""
+    stream = sys.stderr if hasattr(sys.stderr, "fileno") else sys.__stderr__
+    with contextlib.suppress(AttributeError, OSError, ValueError):  # no real stderr
+        config.stash[_WATCHDOG_FD] = os.dup(stream.fileno())
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    fd = config.stash.get(_WATCHDOG_FD, None)
+    if fd is not None:
+        os.close(fd)
+        del config.stash[_WATCHDOG_FD]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """Arm faulthandler's watchdog for WATCHDOG_GRACE_S past the test's time limit.
+
+    pytest-timeout's "thread" method needs the GIL to print stacks and stop the run; in a
+    deadlock where a thread holds the GIL inside Qt it never gets it. faulthandler's watchdog
+    is a C thread: it prints every thread's stack and exits (code 1) without the GIL.
+    """
+    limit = _time_limit_s(item)
+    fd = item.config.stash.get(_WATCHDOG_FD, None)
+    if limit <= 0 or fd is None:
+        return (yield)
+    faulthandler.dump_traceback_later(limit + WATCHDOG_GRACE_S, exit=True, file=fd)
+    try:
+        return (yield)
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+
+
+# ------------------------------------------------------------------------- skip summary
+
+
+def _skip_reason(report: pytest.TestReport) -> str:
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return reason.removeprefix("Skipped: ")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """One line: how many tests were skipped, grouped by reason (most frequent first)."""
+    reports = [r for r in terminalreporter.stats.get("skipped", []) if r.skipped]
+    if not reports:
+        terminalreporter.write_line("skipped: none")
+        return
+    counts = Counter(_skip_reason(r) for r in reports)
+    parts = "; ".join(f"{n} x {reason}" for reason, n in counts.most_common())
+    terminalreporter.write_line(f"skipped {len(reports)}: {parts}")
 
 
 @pytest.fixture(scope="session")

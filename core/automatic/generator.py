@@ -334,7 +334,7 @@ class AutomaticMaskGenerator:
             self.predictor.embedding.geometry, local[:, None, :], np.ones((len(local), 1))
         )
         low_res, iou = self.predictor.predict_low_res(prompts, multimask=True)
-        low_res, iou = low_res.numpy(), iou.numpy()  # (B, 3, 256, 256), (B, 3)
+        low_res, iou = low_res.cpu().numpy(), iou.cpu().numpy()  # (B, 3, 256, 256), (B, 3)
         # The windows are small matmuls: one BLAS thread, or it fights torch's threads.
         with threadpool_limits(1, user_api="blas"):
             for b, k in zip(*np.nonzero(iou >= self.iou_floor), strict=True):

@@ -1,6 +1,7 @@
 """FiftyOne test setup. The environment is set at import time, before anything imports
-fiftyone (its config is read on import): a private database folder, this repo's plugin folder,
-no analytics. Fixtures build one persistent dataset from real images in shared/data."""
+fiftyone (its config is read on import): a private database folder, a private plugins folder
+where `samscope fiftyone-install` links the installed plugin package, no analytics. Fixtures
+build one persistent dataset from real images in shared/data."""
 
 from __future__ import annotations
 
@@ -10,17 +11,13 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from sam_core.cli_plugin_install import install_plugin, plugin_source
+
 BASE = Path(
     os.environ.get("FO_TEST_BASE") or Path(tempfile.gettempdir()) / f"samscope-fo-{os.getuid()}"
 )
 PLUGINS_DIR = BASE / "plugins"
-PLUGINS_DIR.mkdir(parents=True, exist_ok=True)
-_LINK = PLUGINS_DIR / "samscope-sam"
-if not _LINK.is_symlink() or _LINK.resolve() != (REPO / "fiftyone_plugin").resolve():
-    if _LINK.is_symlink() or _LINK.exists():
-        _LINK.unlink()
-    _LINK.symlink_to(REPO / "fiftyone_plugin", target_is_directory=True)
+install_plugin(plugin_source(), PLUGINS_DIR)  # what `samscope fiftyone-install` does
 
 os.environ["FIFTYONE_DATABASE_DIR"] = str(BASE / "db")
 os.environ["FIFTYONE_PLUGINS_DIR"] = str(PLUGINS_DIR)
