@@ -11,45 +11,50 @@ whichever way they come in:
 
 What it owns:
 
-* **Reading and interpreting** (`load`): files through `image_io.read_image_axes` (EXIF/TIFF
-  orientation applied, axes metadata used), arrays through the one axes rule of
-  `image_axes`; the result, `SessionImage`, says once whether the data is a plane or a stack and
-  which channels and normalisation the model sees.
+* **Reading and interpreting** (`load`, `sam_core.session_image`): files through
+  `image_io.read_image_axes` (EXIF/TIFF orientation applied, axes metadata used), arrays
+  through the one axes rule of `image_axes`; the result, `SessionImage`, says once whether the
+  data is a plane or a stack and which channels and normalisation the model sees.
 * **Embeddings** (`embed`): looked up in a process-wide memory LRU, then in the zarr cache
-  folder (if the session has one), then computed. The key is `embedding_key`: a digest of the
-  2-D plane's pixels after channel selection, the normalisation, the model's weights hash, the
-  precision and the tiling; never a file's path, mtime or size, so two reads that yield other
+  folder (if the session has one), then computed. The key is `embedding_key`
+  (`sam_core.embedding_keys`): a digest of the 2-D plane's pixels after channel selection, the
+  normalisation, the model's weights hash, the precision and the tiling; never a file's path, mtime or size, so two reads that yield other
   pixels (rotated, another channel, another normalisation) never share an embedding, and the
   same pixels reached by two front ends share one.
 * **Tiling** (`tile_layout`): planes with a side above `max_side` pixels are embedded tile by
   tile (`sam_core.tiling`), also when they go through the zarr cache.
-* **Models**: one `Predictor` per (model, device, precision) in the process, with one lock;
-  every model call of every session runs under it.
+* **Models** (`sam_core.predictors`): one `Predictor` per (model, device, precision) in the
+  process, with one lock; every model call of every session runs under it.
 * **Prediction** (`predict`): the same call for a whole-image `ImageEmbedding` and a
   `TiledEmbedding`.
-* **Automatic-mask settings** (`automatic_settings`): official defaults, a fine-tuned model's
-  searched thresholds from its ``model.json``, and what the user gave, resolved in one place.
+* **Automatic-mask settings** (`sam_core.automatic_settings`): official defaults, a fine-tuned
+  model's searched thresholds from its ``model.json``, and what the user gave, in one place.
 """
 
 from __future__ import annotations
 
-import hashlib
 import threading
-from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .embedding import ImageEmbedding
-from .errors import EmbeddingError, ImageError
-from .image_axes import interpret_axes
-from .image_input import Normalization, _select_channels, channel_choice
+from .automatic_settings import OFFICIAL_AUTOMATIC_SETTINGS, automatic_settings, tuned_thresholds
+from .embedding_keys import MEMORY_CACHE, Embedding, embedding_key, plane_digest
+from .errors import EmbeddingError
+from .image_input import Normalization
 from .mask_geometry import best_mask_index
 from .predictor import Predictor
+from .predictors import (
+    get_predictor,
+    is_loaded,
+    loaded_predictors,
+    predictor_lock,
+    use_predictor,
+)
 from .registry import DEFAULT_MODEL
+from .session_image import Channels, SessionImage, as_session_image
 from .tiling import (
     DEFAULT_HALO,
     DEFAULT_MAX_SIDE,
@@ -62,326 +67,26 @@ from .tiling import (
 )
 
 __all__ = [
+    "MEMORY_CACHE",
     "OFFICIAL_AUTOMATIC_SETTINGS",
+    "Channels",
     "Session",
     "SessionImage",
+    "as_session_image",
     "automatic_settings",
     "embedding_key",
     "get_predictor",
+    "is_loaded",
+    "loaded_predictors",
+    "plane_digest",
     "predictor_lock",
+    "tuned_thresholds",
+    "use_predictor",
 ]
 
 Progress = Callable[[int, int], None]
-Embedding = ImageEmbedding | TiledEmbedding
-Channels = int | Sequence[int] | None
-
-# The automatic mask generator's settings a user may choose, with the official defaults.
-OFFICIAL_AUTOMATIC_SETTINGS: dict[str, Any] = {
-    "points_per_side": 32,
-    "points_per_batch": 64,
-    "pred_iou_thresh": 0.88,
-    "stability_score_thresh": 0.95,
-    "box_nms_thresh": 0.7,
-    "crop_n_layers": 0,
-    "min_mask_region_area": 0,
-}
-_THRESHOLDS = ("pred_iou_thresh", "stability_score_thresh")
 
 
-def automatic_settings(
-    given: Mapping[str, Any] | None = None, model: str | None = None
-) -> dict[str, Any]:
-    """The automatic mask generator's settings for `model`, resolved once for every front end.
-
-    given: what the user chose (None values count as not given; unknown names are ignored).
-    Precedence: `given` > a fine-tuned model's searched thresholds (``model.json`` beside a
-    ``.pth`` that ``samscope finetune`` wrote) > `OFFICIAL_AUTOMATIC_SETTINGS`.
-    Returns a new dict with every key of `OFFICIAL_AUTOMATIC_SETTINGS`, values typed as the
-    defaults, plus ``"thresholds_from"``: "given", "model.json" or "official".
-    """
-    settings = dict(OFFICIAL_AUTOMATIC_SETTINGS)
-    source = "official"
-    tuned = tuned_thresholds(model)
-    if tuned:
-        settings.update({k: tuned[k] for k in _THRESHOLDS})
-        source = "model.json"
-    for name, default in OFFICIAL_AUTOMATIC_SETTINGS.items():
-        value = (given or {}).get(name)
-        if value is not None:
-            settings[name] = type(default)(value)
-    if given and all(given.get(k) is not None for k in _THRESHOLDS):
-        source = "given"
-    settings["thresholds_from"] = source
-    return settings
-
-
-def tuned_thresholds(model: str | None) -> dict[str, float] | None:
-    """A fine-tuned checkpoint's searched thresholds (pred_iou_thresh, stability_score_thresh)
-    from its ``model.json``, or None (registry names, files without a card)."""
-    if model is None or not Path(str(model)).suffix:
-        return None
-    from .training.checkpointing import automatic_thresholds
-
-    return automatic_thresholds(str(model))
-
-
-# ------------------------------------------------------------------------------ predictors
-_PREDICTORS: dict[tuple[str, str, str], Predictor] = {}
-_LOCKS: dict[int, threading.RLock] = {}
-_REGISTRY_LOCK = threading.Lock()
-
-
-def _model_key(model: str) -> str:
-    path = Path(str(model)).expanduser()
-    return str(path.resolve()) if path.suffix and path.exists() else str(model)
-
-
-def get_predictor(
-    model: str = DEFAULT_MODEL, device: str | None = "cpu", precision: str = "fp32"
-) -> Predictor:
-    """The process's `Predictor` for `model` (registry name or checkpoint path) on `device`
-    ("cpu", "cuda", None for the best available) at `precision`, loaded on first use.
-
-    Load it from a worker thread (a checkpoint may be downloaded). Use it under
-    `predictor_lock(predictor)`: it holds the current image.
-    """
-    from .device import resolve_device
-    from .loading import load_model
-
-    resolved = str(resolve_device(device))
-    key = (_model_key(model), resolved, precision)
-    with _REGISTRY_LOCK:
-        lock = _LOCKS.setdefault(hash(key), threading.RLock())
-    with lock:
-        predictor = _PREDICTORS.get(key)
-        if predictor is None:
-            predictor = Predictor(
-                load_model(model, device="cpu"), device=resolved, precision=precision
-            )
-            with _REGISTRY_LOCK:
-                _PREDICTORS[key] = predictor
-                _LOCKS[id(predictor)] = lock
-        return predictor
-
-
-def use_predictor(model: str, predictor: Predictor) -> None:
-    """Make an already built `predictor` the one `get_predictor(model, its device, its
-    precision)` returns (e.g. a model a caller loaded itself)."""
-    key = (_model_key(model), str(predictor.device), predictor.precision)
-    with _REGISTRY_LOCK:
-        _PREDICTORS[key] = predictor
-        _LOCKS.setdefault(id(predictor), threading.RLock())
-
-
-def loaded_predictors() -> int:
-    """How many predictors this process has loaded (e.g. one per Dask worker)."""
-    with _REGISTRY_LOCK:
-        return len(_PREDICTORS)
-
-
-def is_loaded(model: str, device: str | None = "cpu", precision: str = "fp32") -> bool:
-    """Whether `get_predictor(model, device, precision)` would return without loading."""
-    from .device import resolve_device
-
-    key = (_model_key(model), str(resolve_device(device)), precision)
-    with _REGISTRY_LOCK:
-        return key in _PREDICTORS
-
-
-def predictor_lock(predictor: Predictor) -> threading.RLock:
-    """The lock every model call on `predictor` runs under (re-entrant)."""
-    with _REGISTRY_LOCK:
-        return _LOCKS.setdefault(id(predictor), threading.RLock())
-
-
-# ------------------------------------------------------------------------------- images
-@dataclass(frozen=True)
-class SessionImage:
-    """An image as samscope interprets it: canonical axes, channel choice and normalisation.
-
-    data: (H, W), (H, W, C), (Z, H, W) or (Z, H, W, C) array, any real dtype, as read.
-    axes: "YX", "YXC", "ZYX" or "ZYXC" (see `sam_core.image_axes`).
-    channels: the channel(s) the model sees (one: gray, three: RGB), or None for gray/RGB data
-        (and uint8 RGBA, whose alpha is dropped).
-    normalization: how non-uint8 intensities map to 0–255 (see `sam_core.image_input`); each
-        plane of a stack is normalised on its own.
-    source: the file it came from, for messages only (never part of a cache key).
-    """
-
-    data: np.ndarray
-    axes: str
-    channels: Channels = None
-    normalization: Normalization = "auto"
-    source: str | None = None
-
-    @property
-    def is_stack(self) -> bool:
-        return self.axes.startswith("Z")
-
-    @property
-    def n_slices(self) -> int | None:
-        return int(self.data.shape[0]) if self.is_stack else None
-
-    @property
-    def image_hw(self) -> tuple[int, int]:
-        """(H, W) pixels of one plane."""
-        offset = 1 if self.is_stack else 0
-        return int(self.data.shape[offset]), int(self.data.shape[offset + 1])
-
-    def plane(self, z: int | None = None) -> np.ndarray:
-        """The (H, W) or (H, W, C) plane the model sees: the image, or slice `z` of a stack.
-
-        Raises:
-            ImageError: z missing for a stack, given for a 2-D image, or out of range.
-        """
-        if not self.is_stack:
-            if z not in (None, 0):
-                raise ImageError(f"slice {z} asked of a 2-D image {self._name()}")
-            return self.data
-        if z is None:
-            raise ImageError(
-                f"{self._name()} is a stack of {self.n_slices} slices {self.data.shape}; "
-                "choose a slice (slice=/--slice Z)"
-            )
-        if not -self.n_slices <= int(z) < self.n_slices:
-            raise ImageError(f"slice {z} is outside the stack of {self.n_slices} slices")
-        return np.asarray(self.data[int(z)])
-
-    def selected_plane(self, z: int | None = None) -> np.ndarray:
-        """`plane(z)` with the channel choice applied: (H, W) for one channel or gray data,
-        (H, W, 3) for RGB or three channels (alpha dropped); raw intensities, not normalised."""
-        plane = np.asarray(self.plane(z))
-        if self.axes.endswith("C"):
-            plane = _select_channels(plane, self.channels)
-            if plane.shape[-1] == 1:
-                plane = plane[..., 0]
-        return plane
-
-    def _name(self) -> str:
-        return self.source or "the image"
-
-
-def as_session_image(
-    image: np.ndarray | str | Path | SessionImage,
-    channels: Channels = None,
-    normalization: Normalization = "auto",
-    axes: str | None = None,
-) -> SessionImage:
-    """Read a file or interpret an array once (see `Session.load`)."""
-    if isinstance(image, SessionImage):
-        return image
-    source = None
-    if isinstance(image, (str, Path)):
-        from .image_io import read_image_axes
-
-        source = str(image)
-        data, canonical = read_image_axes(image, axes)
-    else:
-        from .image_input import _as_array_any_rank
-
-        data = _as_array_any_rank(image)
-        data, canonical = interpret_axes(data, axes)
-    channels = _check_channels(data, canonical, channels, source)
-    return SessionImage(data, canonical, channels, normalization, source)
-
-
-def _check_channels(data, axes: str, channels: Channels, source: str | None) -> Channels:
-    """Validate the channel choice now (not at the first click), with the file named."""
-    where = f"{source}: " if source else ""
-    if not axes.endswith("C"):
-        if channels not in (None, 0, (0,), [0]):
-            raise ImageError(f"{where}channels={channels!r} given for single-channel data {axes}")
-        return None
-    try:
-        chosen = channel_choice(int(data.shape[-1]), channels, data.dtype)
-    except ImageError as exc:
-        raise ImageError(f"{where}{exc} (axes {axes}, shape {tuple(data.shape)})") from None
-    if chosen is not None and len(chosen) == 1:
-        return chosen[0]
-    return chosen
-
-
-# ------------------------------------------------------------------------------ the cache
-def plane_digest(plane: np.ndarray, channels: Channels) -> str:
-    """blake2b of the selected channels' pixels (bytes, shape, dtype) of one 2-D plane."""
-    plane = np.asarray(plane)
-    if plane.ndim == 3 and channels is not None:
-        plane = _select_channels(plane, channels)
-    digest = hashlib.blake2b(digest_size=20)
-    digest.update(repr((plane.shape, plane.dtype.str)).encode())
-    contiguous = np.ascontiguousarray(plane)
-    rows = contiguous.reshape(contiguous.shape[0], -1)
-    step = max(1, (64 << 20) // max(1, rows[0].nbytes))  # 64 MiB at a time
-    for start in range(0, rows.shape[0], step):
-        digest.update(rows[start : start + step].data)
-    return digest.hexdigest()
-
-
-def embedding_key(
-    plane: np.ndarray,
-    channels: Channels,
-    normalization: Normalization,
-    model_id: str,
-    precision: str,
-    layout: TileLayout | None,
-) -> str:
-    """The cache key of the embedding of `plane` ((H, W[, C]) as the user holds it).
-
-    The pixels the encoder sees are a function of the plane's selected channels and the
-    normalisation (and, for tiles, the layout): those, the model's weights hash and the
-    precision make the key. Paths, names and file times never enter it.
-    """
-    tiling = None if layout is None else (layout.tile_shape, layout.halo)
-    settings = repr((channels, normalization, model_id, precision, tiling))
-    return (
-        plane_digest(plane, channels)
-        + "-"
-        + hashlib.blake2b(settings.encode(), digest_size=8).hexdigest()
-    )
-
-
-class _EmbeddingLRU:
-    """Thread-safe LRU of embeddings, bounded by tiles held (4 MiB each for SAM's 64² × 256)."""
-
-    def __init__(self, max_tiles: int = 48) -> None:
-        self.max_tiles = max_tiles
-        self._items: OrderedDict[str, Embedding] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> Embedding | None:
-        with self._lock:
-            item = self._items.get(key)
-            if item is not None:
-                self._items.move_to_end(key)
-            return item
-
-    def put(self, key: str, embedding: Embedding) -> None:
-        with self._lock:
-            self._items[key] = embedding
-            self._items.move_to_end(key)
-            while len(self._items) > 1 and self._tiles() > self.max_tiles:
-                self._items.popitem(last=False)
-
-    def _tiles(self) -> int:
-        return sum(_n_tiles(e) for e in self._items.values())
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._items)
-
-
-def _n_tiles(embedding: Embedding) -> int:
-    return len(embedding.embeddings) if isinstance(embedding, TiledEmbedding) else 1
-
-
-MEMORY_CACHE = _EmbeddingLRU()
-
-
-# ------------------------------------------------------------------------------ session
 class Session:
     """One model, its preprocessing rules and caches: the path image → embedding → masks.
 
