@@ -284,9 +284,7 @@ def _write_tiff(path: Path, labels: np.ndarray) -> None:
     import tifffile
 
     buffer = io.BytesIO()
-    tifffile.imwrite(
-        buffer, labels.astype(np.uint32), compression="zlib", photometric="minisblack"
-    )
+    tifffile.imwrite(buffer, labels.astype(np.uint32), compression="zlib", photometric="minisblack")
     write_bytes(path, buffer.getvalue())
 
 

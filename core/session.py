@@ -18,9 +18,10 @@ What it owns:
 * **Embeddings** (`embed`): looked up in a process-wide memory LRU, then in the zarr cache
   folder (if the session has one), then computed. The key is `embedding_key`
   (`sam_core.embedding_keys`): a digest of the 2-D plane's pixels after channel selection, the
-  normalisation, the model's weights hash, the precision and the tiling; never a file's path, mtime or size, so two reads that yield other
-  pixels (rotated, another channel, another normalisation) never share an embedding, and the
-  same pixels reached by two front ends share one.
+  normalisation, the model's weights hash, the precision and the tiling; never a file's path,
+  mtime or size, so two reads that yield other pixels (rotated, another channel, another
+  normalisation) never share an embedding, and the same pixels reached by two front ends
+  share one.
 * **Tiling** (`tile_layout`): planes with a side above `max_side` pixels are embedded tile by
   tile (`sam_core.tiling`), also when they go through the zarr cache.
 * **Models** (`sam_core.predictors`): one `Predictor` per (model, device, precision) in the
