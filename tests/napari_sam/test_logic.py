@@ -87,5 +87,3 @@ def test_layouts_planes_and_channel_choice():
     assert np.array_equal(image_plane(five, False, None, channel=4), five[..., 4])
     stack = np.arange(3 * 8 * 8).reshape(3, 8, 8)
     assert np.array_equal(image_plane(stack, False, 1), stack[1])
-
-
