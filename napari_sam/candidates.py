@@ -1,10 +1,15 @@
-"""The model's candidate masks for the current prompts, and which one to show first."""
+"""The model's candidate masks for the current prompts (which one is shown first is core's
+rule, `sam_core.mask_geometry.best_mask_index`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+
+from sam_core.mask_geometry import best_mask_index as default_choice
+
+__all__ = ["Candidates", "default_choice"]
 
 
 @dataclass
@@ -18,14 +23,3 @@ class Candidates:
     scores: np.ndarray
     logits: np.ndarray
     choice: int
-
-
-def default_choice(masks: np.ndarray, scores: np.ndarray, max_fraction: float = 0.9) -> int:
-    """Index of the mask to show first: the best-scoring one that does not cover nearly the
-    whole image (one click on a textured image often also gets a confident full-frame mask).
-    masks: (M, H, W) bool; scores: (M,)."""
-    fractions = masks.reshape(len(masks), -1).mean(axis=1)
-    usable = np.flatnonzero(fractions <= max_fraction)
-    if usable.size == 0:
-        return int(np.argmax(scores))
-    return int(usable[np.argmax(scores[usable])])

@@ -25,6 +25,7 @@ from ..device import Precision
 from ..embedding import ImageEmbedding
 from ..errors import EmbeddingError, ImageError
 from ..image_input import Normalization, as_rgb_uint8_or_float
+from ..mask_geometry import bounding_box
 from ..modeling.sam import SamModel
 from ..predictor import Predictor
 from ..prompts import build_prompts
@@ -365,10 +366,10 @@ class AutomaticMaskGenerator:
         if stability < self.stability_floor:
             return
         mask = window.logits > thr
-        rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-        if rows.size == 0:
+        bounds = bounding_box(mask)
+        if bounds is None:
             return
-        r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        c0, r0, c1, r1 = bounds
         local_mask = mask[r0:r1, c0:c1]
         box = (
             x0 + window.x0 + c0,
@@ -406,13 +407,10 @@ class AutomaticMaskGenerator:
             if not new_mask.any():
                 continue
             if was_changed:
-                rows, cols = np.flatnonzero(new_mask.any(1)), np.flatnonzero(new_mask.any(0))
+                c0, r0, c1, r1 = bounding_box(new_mask)
                 x0, y0 = int(boxes[i][0]), int(boxes[i][1])
-                new_box = np.array(
-                    [x0 + cols[0], y0 + rows[0], x0 + cols[-1] + 1, y0 + rows[-1] + 1]
-                )
-                masks[i] = new_mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-                boxes[i] = new_box
+                masks[i] = new_mask[r0:r1, c0:c1]
+                boxes[i] = np.array([x0 + c0, y0 + r0, x0 + c1, y0 + r1])
             survivors.append(i)
             changed.append(was_changed)
         if not survivors:
