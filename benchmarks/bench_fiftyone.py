@@ -54,18 +54,18 @@ def main() -> None:
     import fiftyone.operators as foo
     from fiftyone.operators.delegated import DelegatedOperationService
 
-    from fiftyone_plugin import inference
+    from sam_core import session as core_session
 
     images = sorted((args.data / "coco_val2017_multi" / "images").glob("*.jpg"))[: args.n]
     dataset = fo.Dataset("samscope-bench-fo", overwrite=True, persistent=True)
     dataset.add_samples([fo.Sample(filepath=str(p)) for p in images])
-    inference.get_predictor("vit_t", "cpu")  # model load is not part of the figure
+    core_session.get_predictor("vit_t", "cpu")  # model load is not part of the figure
     uri = "@samscope/sam/automatic_masks"
     rows = []
     for mode in ("immediate", "delegated"):
         field = f"auto_{mode}"
         params = {"label_field": field, "points_per_side": args.points}
-        inference._EMBEDDINGS.clear()  # both modes pay for their image embeddings
+        core_session.MEMORY_CACHE.clear()  # both modes pay for their image embeddings
         start = time.perf_counter()
         if mode == "immediate":
             result = foo.execute_operator(

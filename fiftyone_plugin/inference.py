@@ -1,127 +1,126 @@
-"""Running sam_core over the samples of a FiftyOne view: one model per process, prompted masks
-for one image, and the loop that skips finished samples and reports failures.
+"""Running the core session over FiftyOne samples: the sample's image as the session reads it,
+prompted masks for one image, and the loop that skips finished samples and reports failures.
+
+Every way into the plugin (the operators, `SamscopeModel` for ``apply_model``) reads a sample
+with `sample_image` and segments it with `prompted_detections` or
+`samscope_fiftyone.automatic.automatic_detections`, so they give the same masks for the same
+sample. Reading, normalising, embedding (and its cache), tiling and the prompt rules are
+`sam_core.session`'s; this module only converts between FiftyOne labels and the session.
 """
 
 from __future__ import annotations
 
-import os
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, get_args
 
 import fiftyone as fo
 import numpy as np
 
-from sam_core import ImageEmbedding, Predictor, load_model
-from sam_core.image_io import read_image
+from sam_core import ImageError
+from sam_core.image_input import Normalization
+from sam_core.session import Channels, Session, SessionImage
 
-from .conversion import DISK_MASK_PIXELS, mask_to_detection
-from .prompts import ObjectPrompt
-
-_PREDICTORS: dict[tuple[str, str], Predictor] = {}
-_LOCK = threading.Lock()
-# Recent image embeddings per (model, device, file, mtime, size): reruns and other operators
-# on the same images skip the encoder. MobileSAM embeddings are ~4 MB each.
-_EMBEDDINGS: OrderedDict[tuple, ImageEmbedding] = OrderedDict()
-EMBEDDING_CACHE_SIZE = 16
+from .conversion import DISK_MASK_PIXELS, crop_to_box, local_mask_to_detection
+from .prompts import ObjectPrompt, prompts_from_label
 
 Progress = Callable[[int, int], None]
+NORMALIZATIONS: tuple[str, ...] = get_args(Normalization)
 
 
-def get_predictor(model_name: str = "vit_t", device: str = "cpu") -> Predictor:
-    """A `Predictor` for `model_name` (registry name or checkpoint path), loaded once per
-    process and reused by every operator run."""
-    key = (model_name, device)
-    with _LOCK:
-        if key not in _PREDICTORS:
-            _PREDICTORS[key] = Predictor(load_model(model_name, device=device), device=device)
-        return _PREDICTORS[key]
+def checked_normalization(name: str) -> Normalization:
+    """`name` if it is one of `NORMALIZATIONS`, else ImageError naming the choices."""
+    if name not in NORMALIZATIONS:
+        raise ImageError(f"normalization must be one of {NORMALIZATIONS}, got {name!r}")
+    return name  # type: ignore[return-value]
 
 
-def cached_embedding(predictor: Predictor, image: np.ndarray, filepath: str | None):
-    """The `ImageEmbedding` of `image` (read from `filepath`), reused when this process
-    embedded the same file (same size and modification time) recently."""
-    if filepath is None or not os.path.isfile(filepath):
-        return predictor.compute_embedding(image)
-    stat = os.stat(filepath)
-    key = (predictor.model_name, str(predictor.device), filepath, stat.st_mtime_ns, stat.st_size)
-    with _LOCK:
-        embedding = _EMBEDDINGS.get(key)
-        if embedding is not None:
-            _EMBEDDINGS.move_to_end(key)
-            return embedding
-    embedding = predictor.compute_embedding(image)
-    with _LOCK:
-        _EMBEDDINGS[key] = embedding
-        while len(_EMBEDDINGS) > EMBEDDING_CACHE_SIZE:
-            _EMBEDDINGS.popitem(last=False)
-    return embedding
+def sample_filepath(sample: Any) -> str | None:
+    """The media file of a FiftyOne sample, or None (a video frame, no sample, no file)."""
+    if sample is None or isinstance(sample, fo.Frame):
+        return None
+    try:
+        return sample.filepath or None
+    except (AttributeError, KeyError):
+        return None
 
 
-def set_image_cached(predictor: Predictor, image: np.ndarray, filepath: str | None) -> None:
-    """`predictor.set_image(image)` through the embedding cache (see `cached_embedding`)."""
-    predictor.set_embedding(cached_embedding(predictor, image, filepath))
+def sample_image(
+    session: Session,
+    sample: Any,
+    array: np.ndarray | None = None,
+    channels: Channels = None,
+    normalization: Normalization = "auto",
+) -> SessionImage:
+    """The image of `sample` as the session reads it: its file at full bit depth, EXIF
+    orientation applied, axes interpreted once (`Session.load`).
 
-
-def segment_prompts(
-    predictor: Predictor, prompts: list[ObjectPrompt]
-) -> list[tuple[np.ndarray, float]]:
-    """One (H, W) bool mask and its predicted IoU per prompt, on the predictor's current image.
-
-    Boxes are decoded in one batch (single mask each). A single point asks for 3 candidates
-    and keeps the best; several points ask for one mask.
+    array: the pixels to use when there is no file to read (a video frame FiftyOne decoded,
+    or `SamscopeModel.predict` called without a sample); ignored when the sample has a file,
+    because FiftyOne's own decoding is 8-bit.
+    Raises:
+        ImageError: unreadable/missing file, unusable axes or channel choice, no image at all.
     """
-    results: list[tuple[np.ndarray, float] | None] = [None] * len(prompts)
-    box_indices = [i for i, p in enumerate(prompts) if p.box_xyxy is not None]
-    if box_indices:
-        boxes = np.stack([prompts[i].box_xyxy for i in box_indices])
-        masks, scores, _ = predictor.predict(box=boxes, multimask=False)
-        for row, i in enumerate(box_indices):
-            results[i] = (masks[row, 0], float(scores[row, 0]))
-    for i, prompt in enumerate(prompts):
-        if prompt.box_xyxy is not None:
-            continue
-        multimask = len(prompt.points_xy) == 1
-        masks, scores, _ = predictor.predict(
-            points=prompt.points_xy, labels=prompt.point_labels, multimask=multimask
-        )
-        best = int(np.argmax(scores))
-        results[i] = (masks[best], float(scores[best]))
-    return results  # type: ignore[return-value]
+    filepath = sample_filepath(sample)
+    if filepath is not None:
+        return session.load(filepath, channels=channels, normalization=normalization)
+    if array is None:
+        raise ImageError("no image: the sample has no file and no pixels were given")
+    return session.load(np.asarray(array), channels=channels, normalization=normalization)
+
+
+def _prompt_detection(session: Session, embedding, prompt: ObjectPrompt, image_hw, **kwargs):
+    """One prompt → one `fo.Detection` (or None for an empty mask), the full-size mask cut to
+    its box at once. The ambiguity rule (one click: best of 3) is the session's."""
+    points = prompt.points_xy if len(prompt.points_xy) else None
+    labels = prompt.point_labels if points is not None else None
+    mask, score = session.predict_best(embedding, points, labels, prompt.box_xyxy)
+    cropped = crop_to_box(mask)
+    del mask
+    if cropped is None:
+        return None
+    extra: dict[str, Any] = {"predicted_iou": score, "prompt_type": prompt.kind}
+    if prompt.box_xyxy is not None:
+        extra["prompt_box"] = [float(v) for v in prompt.box_xyxy]
+    else:
+        extra["prompt_points"] = prompt.points_xy.astype(float).tolist()
+        extra["prompt_labels"] = prompt.point_labels.astype(int).tolist()
+    if prompt.source_id is not None:
+        extra["prompt_id"] = prompt.source_id
+    local, (x0, y0, _, _) = cropped
+    return local_mask_to_detection(local, (x0, y0), image_hw, prompt.label, **kwargs, **extra)
 
 
 def prompted_detections(
-    predictor: Predictor,
-    image: np.ndarray,
-    prompts: list[ObjectPrompt],
+    session: Session,
+    image: SessionImage,
+    prompt_label: fo.Label | None,
     mask_dir: str | None = None,
     stem: str = "mask",
-    filepath: str | None = None,
     disk_mask_pixels: int = DISK_MASK_PIXELS,
 ) -> fo.Detections:
-    """Masks for `prompts` on `image` ((H, W) or (H, W, C), any dtype) as `fo.Detections`
-    with ``predicted_iou`` and the prompt that made each mask (``prompt_box`` xyxy px or
-    ``prompt_points`` [[x, y]] px + ``prompt_labels``). filepath: the image's file, to reuse
-    a cached embedding."""
+    """One mask per prompt of `prompt_label` (a sample's Detections or Keypoints value, relative
+    coordinates of the image as displayed) on `image`, as `fo.Detections`.
+
+    Each detection has the prompt's label, ``predicted_iou`` (and ``confidence``), the prompt
+    that made it (``prompt_box`` xyxy px, or ``prompt_points`` [[x, y]] px + ``prompt_labels``)
+    and ``prompt_id``. Masks with more than `disk_mask_pixels` box pixels go to
+    ``<mask_dir>/<stem>_<i>.png`` (if mask_dir). Raises PromptError for bad prompts.
+    """
+    height, width = image.image_hw
+    prompts = prompts_from_label(prompt_label, width, height)
     detections = []
     if prompts:
-        set_image_cached(predictor, image, filepath)
-        for index, (prompt, (mask, score)) in enumerate(
-            zip(prompts, segment_prompts(predictor, prompts), strict=True)
-        ):
-            extra: dict[str, Any] = {"predicted_iou": score, "prompt_type": prompt.kind}
-            if prompt.box_xyxy is not None:
-                extra["prompt_box"] = [float(v) for v in prompt.box_xyxy]
-            else:
-                extra["prompt_points"] = prompt.points_xy.astype(float).tolist()
-                extra["prompt_labels"] = prompt.point_labels.astype(int).tolist()
-            if prompt.source_id is not None:
-                extra["prompt_id"] = prompt.source_id
+        embedding = session.embed(image)
+        for index, prompt in enumerate(prompts):
             mask_file = None if mask_dir is None else f"{mask_dir}/{stem}_{index:04d}.png"
-            detection = mask_to_detection(
-                mask, prompt.label, mask_file, disk_mask_pixels=disk_mask_pixels, **extra
+            detection = _prompt_detection(
+                session,
+                embedding,
+                prompt,
+                image.image_hw,
+                mask_file=mask_file,
+                disk_mask_pixels=disk_mask_pixels,
             )
             if detection is not None:
                 detections.append(detection)
@@ -150,11 +149,11 @@ class RunSummary:
 def run_over_view(
     view: fo.core.collections.SampleCollection,
     label_field: str,
-    make_labels: Callable[[fo.Sample, np.ndarray], fo.Detections],
+    make_labels: Callable[[fo.Sample], fo.Detections],
     overwrite: bool = False,
     progress: Progress | None = None,
 ) -> RunSummary:
-    """Call ``make_labels(sample, image)`` for every sample of `view` and save the result in
+    """Call ``make_labels(sample)`` for every sample of `view` and save the result in
     `label_field`. Samples whose field is already set are skipped unless `overwrite`. A sample
     that fails (missing/unreadable file, bad prompt) is recorded in the summary and the others
     go on. progress(done, total) is called after each sample.
@@ -167,8 +166,7 @@ def run_over_view(
             summary.skipped += 1
         else:
             try:
-                image = read_image(sample.filepath)
-                labels = make_labels(sample, image)
+                labels = make_labels(sample)
             except Exception as error:  # reported per sample; the rest of the view goes on
                 summary.failures.append(
                     {"id": sample.id, "filepath": sample.filepath, "error": str(error)}

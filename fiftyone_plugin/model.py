@@ -4,7 +4,7 @@
     dataset.apply_model(model, label_field="sam_boxes", prompt_field="detections")
     dataset.apply_model(model, label_field="sam_auto")        # no prompt field: automatic masks
 
-With ``prompt_field`` (a Detections or Keypoints field, see `fiftyone_plugin.prompts`) each
+With ``prompt_field`` (a Detections or Keypoints field, see `samscope_fiftyone.prompts`) each
 prompt gives one mask; without it the automatic mask generator runs on the whole image.
 """
 
@@ -16,20 +16,34 @@ import fiftyone as fo
 import fiftyone.core.models as fom
 import numpy as np
 
-from .automatic import automatic_detections, generator_settings, get_generator
+from sam_core import PromptError
+from sam_core.image_input import Normalization
+from sam_core.session import (
+    OFFICIAL_AUTOMATIC_SETTINGS,
+    Channels,
+    Session,
+    automatic_settings,
+)
+
+from .automatic import automatic_detections, automatic_generator
 from .conversion import DISK_MASK_PIXELS
-from .inference import get_predictor, prompted_detections
-from .prompts import prompts_from_label
+from .inference import checked_normalization, prompted_detections, sample_image
 
 
 class SamscopeModel(fom.Model, fom.SamplesMixin):
     """Segment Anything (any sam_core model) as a FiftyOne image model.
 
     model: registry name ("vit_t", "vit_b", ...) or checkpoint path. device: "cpu", "cuda"...
-    mask_dir: folder for masks larger than `disk_mask_pixels` (stored by ``mask_path``);
-    None keeps all masks in the database. generator settings (points_per_side,
+    channels / normalization: how each sample's file is read (see `sam_core.session.Session.load`):
+    the channel(s) of a multi-channel image the model sees, and how non-8-bit intensities map
+    to 0–255. mask_dir: folder for masks larger than `disk_mask_pixels` (stored by
+    ``mask_path``); None keeps all masks in the database. generator settings (points_per_side,
     pred_iou_thresh, ...) apply to automatic masks; thresholds not given are a fine-tuned
     model's searched ones (its model.json), else the official ones.
+
+    Each sample's file is read by the core session at full bit depth with its EXIF orientation
+    (the array FiftyOne decodes, 8-bit, is used only when there is no file, e.g. video frames),
+    so `apply_model` gives the same masks as the plugin's operators.
     """
 
     def __init__(
@@ -38,15 +52,25 @@ class SamscopeModel(fom.Model, fom.SamplesMixin):
         device: str = "cpu",
         mask_dir: str | None = None,
         disk_mask_pixels: int = DISK_MASK_PIXELS,
+        channels: Channels = None,
+        normalization: Normalization = "auto",
         **generator_params: Any,
     ) -> None:
+        unknown = sorted(set(generator_params) - set(OFFICIAL_AUTOMATIC_SETTINGS))
+        if unknown:
+            raise TypeError(
+                f"unknown generator settings {unknown}; use {sorted(OFFICIAL_AUTOMATIC_SETTINGS)}"
+            )
         fom.SamplesMixin.__init__(self)
         self.model_name = model
         self.device = device
         self.mask_dir = mask_dir
         self.disk_mask_pixels = disk_mask_pixels
-        self.generator_params = generator_settings(generator_params, model)
-        self.predictor = get_predictor(model, device)
+        self.channels = channels
+        self.normalization = checked_normalization(normalization)
+        self.session = Session(model, device)
+        self.generator = automatic_generator(self.session, generator_params)
+        self.generator_params = automatic_settings(generator_params, model)
         self._preprocess = False
 
     @property
@@ -88,29 +112,34 @@ class SamscopeModel(fom.Model, fom.SamplesMixin):
         return f"{self.mask_dir}/{sample.id}"
 
     def predict(self, arg: np.ndarray, sample: fo.Sample | None = None) -> fo.Detections:
-        """arg: the sample's image, (H, W, 3) uint8 RGB as FiftyOne reads it (any array
-        `Predictor.set_image` accepts works). Returns `fo.Detections` with masks."""
-        image = np.asarray(arg)
-        filepath = None if sample is None else sample.filepath
+        """Masks for one sample as `fo.Detections`.
+
+        arg: the image as FiftyOne decoded it; ignored when `sample` has a file (the session
+        reads the file itself, full bit depth), used as the image otherwise (video frames,
+        a call without a sample). sample: the sample, needed with a prompt field.
+        Raises:
+            PromptError: a prompt field is set but no sample given, or its prompts are bad.
+            ImageError: the sample's file can't be read as one image.
+        """
+        image = sample_image(self.session, sample, arg, self.channels, self.normalization)
         if self.prompt_field is None:
-            generator = get_generator(self.model_name, self.device, **self.generator_params)
             return automatic_detections(
-                generator,
+                self.session,
                 image,
-                filepath=filepath,
+                self.generator,
                 mask_dir=self._mask_dir(sample),
                 disk_mask_pixels=self.disk_mask_pixels,
             )
         if sample is None:
-            raise ValueError(f"prompt_field {self.prompt_field!r} needs the sample")
-        height, width = image.shape[:2]
-        prompts = prompts_from_label(sample[self.prompt_field], width, height)
+            raise PromptError(f"prompt_field {self.prompt_field!r} needs the sample")
+        field = self.prompt_field
+        if isinstance(sample, fo.Frame) and field.startswith("frames."):
+            field = field[len("frames.") :]  # a video frame holds its own fields
         return prompted_detections(
-            self.predictor,
+            self.session,
             image,
-            prompts,
+            sample[field],
             mask_dir=self._mask_dir(sample),
-            filepath=filepath,
             disk_mask_pixels=self.disk_mask_pixels,
         )
 

@@ -1,14 +1,21 @@
-"""Helpers shared by the operators: input forms, delegation choice, where masks go on disk."""
+"""Helpers shared by the operators: input forms, delegation choice, where masks go on disk,
+and the run of a mask operator over its view."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import fiftyone as fo
 import fiftyone.operators.types as types
 
 from sam_core import list_models
+from sam_core.session import Session, SessionImage
+
+from .inference import NORMALIZATIONS, checked_normalization, run_over_view, sample_image
+
+Segment = Callable[[SessionImage, fo.Sample, str], fo.Detections]
 
 # Views larger than this run delegated unless the user chooses otherwise.
 DELEGATE_ABOVE_SAMPLES = 20
@@ -28,6 +35,35 @@ def add_model_inputs(inputs: types.Object) -> None:
         view=choices,
     )
     inputs.str("device", default="cpu", label="Device (cpu, cuda, mps)")
+    inputs.int(
+        "channel",
+        label="Channel",
+        description="for images with more channels than gray/RGB: the one the model sees "
+        "(blank: gray and RGB images as stored)",
+    )
+    normalizations = types.DropdownView()
+    for name in NORMALIZATIONS:
+        normalizations.add_choice(name, label=name)
+    inputs.enum(
+        "normalization",
+        list(NORMALIZATIONS),
+        default="auto",
+        label="Intensity normalisation (non-8-bit images)",
+        description="auto: 8-bit as stored, other depths 1st-99.8th percentile to 0-255",
+        view=normalizations,
+    )
+
+
+def session_for(ctx) -> Session:
+    """The core session for the operator's model and device (predictor and embeddings are
+    shared by every session of the process)."""
+    return Session(ctx.params.get("model") or "vit_t", ctx.params.get("device") or "cpu")
+
+
+def image_settings(ctx) -> dict[str, Any]:
+    """How the operator asks the session to read each sample: channel and normalisation."""
+    normalization = checked_normalization(ctx.params.get("normalization") or "auto")
+    return {"channels": ctx.params.get("channel"), "normalization": normalization}
 
 
 def add_run_inputs(ctx, inputs: types.Object, default_field: str) -> None:
@@ -90,3 +126,23 @@ def finish(ctx, summary: dict[str, Any], label_field: str) -> dict[str, Any]:
     if not ctx.delegated:
         ctx.ops.reload_dataset()
     return {"label_field": label_field, **summary}
+
+
+def run_masks(ctx, session: Session, label_field: str, what: str, segment: Segment) -> dict:
+    """Store ``segment(image, sample, mask_dir)`` in `label_field` for each sample of the
+    target view, each image read through `session` with the operator's channel and
+    normalisation; returns the run summary (see `run_over_view`)."""
+    reading = image_settings(ctx)
+
+    def make_labels(sample: fo.Sample) -> fo.Detections:
+        image = sample_image(session, sample, **reading)
+        return segment(image, sample, mask_dir_for(ctx, sample, label_field))
+
+    summary = run_over_view(
+        ctx.target_view(),
+        label_field,
+        make_labels,
+        overwrite=bool(ctx.params.get("overwrite", False)),
+        progress=progress_reporter(ctx, what),
+    )
+    return finish(ctx, summary.as_dict(), label_field)

@@ -7,19 +7,18 @@ import fiftyone.operators.types as types
 
 from sam_core import ImageError, PromptError
 
-from .automatic import automatic_detections, generator_settings, get_generator
+from .automatic import automatic_detections, automatic_generator
 from .evaluation import detections_fields, evaluate_masks
-from .inference import get_predictor, prompted_detections, run_over_view
+from .inference import prompted_detections
 from .operator_inputs import (
     add_generator_inputs,
     add_model_inputs,
     add_run_inputs,
-    finish,
-    mask_dir_for,
-    progress_reporter,
+    run_masks,
+    session_for,
     wants_delegation,
 )
-from .prompts import check_prompt_field, prompts_from_label
+from .prompts import check_prompt_field
 from .review import MaskRef, save_rating
 
 
@@ -68,27 +67,12 @@ class PromptedMasks(foo.Operator):
         if prompt_field == label_field:
             raise PromptError("the output field must differ from the prompt field")
         check_prompt_field(view, prompt_field)
-        predictor = get_predictor(ctx.params.get("model", "vit_t"), ctx.params.get("device", "cpu"))
+        session = session_for(ctx)
 
-        def make_labels(sample, image):
-            height, width = image.shape[:2]
-            prompts = prompts_from_label(sample[prompt_field], width, height)
-            return prompted_detections(
-                predictor,
-                image,
-                prompts,
-                mask_dir=mask_dir_for(ctx, sample, label_field),
-                filepath=sample.filepath,
-            )
+        def segment(image, sample, mask_dir):
+            return prompted_detections(session, image, sample[prompt_field], mask_dir)
 
-        summary = run_over_view(
-            view,
-            label_field,
-            make_labels,
-            overwrite=bool(ctx.params.get("overwrite", False)),
-            progress=progress_reporter(ctx, "prompted masks"),
-        )
-        return finish(ctx, summary.as_dict(), label_field)
+        return run_masks(ctx, session, label_field, "prompted masks", segment)
 
 
 class AutomaticMasks(foo.Operator):
@@ -116,31 +100,16 @@ class AutomaticMasks(foo.Operator):
         return wants_delegation(ctx)
 
     def execute(self, ctx):
-        view = ctx.target_view()
-        if len(view) == 0:
+        if len(ctx.target_view()) == 0:
             raise ImageError("the view is empty: there are no samples to segment")
         label_field = ctx.params.get("label_field") or "sam_auto"
-        model = ctx.params.get("model") or "vit_t"
-        generator = get_generator(
-            model, ctx.params.get("device", "cpu"), **generator_settings(ctx.params, model)
-        )
+        session = session_for(ctx)
+        generator = automatic_generator(session, ctx.params)
 
-        def make_labels(sample, image):
-            return automatic_detections(
-                generator,
-                image,
-                filepath=sample.filepath,
-                mask_dir=mask_dir_for(ctx, sample, label_field),
-            )
+        def segment(image, sample, mask_dir):
+            return automatic_detections(session, image, generator, mask_dir)
 
-        summary = run_over_view(
-            view,
-            label_field,
-            make_labels,
-            overwrite=bool(ctx.params.get("overwrite", False)),
-            progress=progress_reporter(ctx, "automatic masks"),
-        )
-        return finish(ctx, summary.as_dict(), label_field)
+        return run_masks(ctx, session, label_field, "automatic masks", segment)
 
 
 class RateMask(foo.Operator):

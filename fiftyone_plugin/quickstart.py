@@ -1,6 +1,6 @@
 """The quick start's FiftyOne part: sample images → automatic masks → a FiftyOne dataset.
 
-    .venv/bin/python -m fiftyone_plugin.quickstart [--out DIR] [--dataset NAME] [--grid N]
+    .venv/bin/python -m samscope_fiftyone.quickstart [--out DIR] [--dataset NAME] [--grid N]
 
 Writes a few images that ship with scikit-image (microscopy-like `coins`, `cell`, and the
 `immunohistochemistry` slide) as PNG files into DIR/images, builds a persistent FiftyOne

@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure  # no pyplot: no global state, safe in worker threads
 from matplotlib.patches import Rectangle
 
-from .conversion import mask_box_xyxy
+from sam_core.mask_geometry import bounding_box
 
 MASK_RGB = (0.12, 0.56, 1.0)
 
@@ -36,7 +36,7 @@ def zoom_window(
 ) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1) px around the mask (and box): its extent plus 25 % each side."""
     height, width = mask.shape
-    tight = mask_box_xyxy(mask) or (0, 0, width, height)
+    tight = bounding_box(mask) or (0, 0, width, height)
     x0, y0, x1, y1 = (float(v) for v in tight)
     if box_xyxy is not None:
         x0, y0 = min(x0, box_xyxy[0]), min(y0, box_xyxy[1])

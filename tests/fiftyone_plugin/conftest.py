@@ -1,7 +1,8 @@
 """FiftyOne test setup. The environment is set at import time, before anything imports
 fiftyone (its config is read on import): a private database folder, a private plugins folder
 where `samscope fiftyone-install` links the installed plugin package, no analytics. Fixtures
-build one persistent dataset from real images in shared/data."""
+build one persistent dataset from real images: dsb2018 nuclei (`nuclei_dir`, shipped in
+tests/data when shared/ is missing) and COCO images from shared/data when it is there."""
 
 from __future__ import annotations
 
@@ -27,11 +28,22 @@ os.environ["FIFTYONE_SHOW_PROGRESS_BARS"] = "false"
 
 import fo_helpers  # noqa: E402  (after the environment is set)
 
+COCO_SET = "coco_val2017_multi"
+
 
 @pytest.fixture(scope="session")
-def fo_dataset(shared_dir, mobilesam_checkpoint):
-    """The persistent test dataset (rebuilt once per session)."""
-    return fo_helpers.build_dataset(shared_dir)
+def fo_dataset(nuclei_dir, shared_dir_or_none, mobilesam_checkpoint):
+    """The persistent test dataset (rebuilt once per session): 3 nuclei images, plus 2 COCO
+    images when shared/ exists (tests that need those also request `coco_dir`)."""
+    coco = None if shared_dir_or_none is None else shared_dir_or_none / "data" / COCO_SET
+    return fo_helpers.build_dataset(nuclei_dir, coco)
+
+
+@pytest.fixture(scope="session")
+def coco_dir(shared_dir):
+    """shared/data/coco_val2017_multi, the source of `fo_dataset`'s "coco" samples. Its images
+    are under Flickr licenses and not shipped: tests that need them skip without shared/."""
+    return shared_dir / "data" / COCO_SET
 
 
 @pytest.fixture(scope="session")

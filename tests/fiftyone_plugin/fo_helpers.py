@@ -1,4 +1,4 @@
-"""Helpers for the FiftyOne plugin tests: the test dataset from shared/data and running an
+"""Helpers for the FiftyOne plugin tests: the test dataset from real images and running an
 operator delegated. Import only after conftest.py has set the FiftyOne environment."""
 
 from __future__ import annotations
@@ -28,19 +28,20 @@ def _interior_point(mask: np.ndarray) -> tuple[float, float]:
     return float(x) + 0.5, float(y) + 0.5
 
 
-def build_dataset(shared: Path, name: str = DATASET):
+def build_dataset(nuclei_root: Path, coco_root: Path | None, name: str = DATASET):
     """Persistent dataset: ground truth `ground_truth` (Detections with masks), box prompts
     `boxes` (the GT boxes, each with `gt_id`) and click prompts `clicks` (one interior point
-    per object, as Keypoints with `gt_id`)."""
+    per object, as Keypoints with `gt_id`). The NUCLEI images (tag "nuclei") come from the
+    dsb2018_fluo_dev folder `nuclei_root`; the COCO images (tag "coco") from the
+    coco_val2017_multi folder `coco_root`, left out when it is None (no shared/ folder)."""
     import fiftyone as fo
     import tifffile
 
-    from fiftyone_plugin.conversion import mask_to_detection
+    from samscope_fiftyone.conversion import mask_to_detection
 
     samples = []
-    items = [(shared / "data" / "dsb2018_fluo_dev", n, "nucleus", "nuclei") for n in NUCLEI] + [
-        (shared / "data" / "coco_val2017_multi", n, None, "coco") for n in COCO
-    ]
+    items = [(nuclei_root, n, "nucleus", "nuclei") for n in NUCLEI]
+    items += [(coco_root, n, None, "coco") for n in COCO if coco_root is not None]
     for root, stem, label, group in items:
         if group == "nuclei":
             path = root / "images" / f"{stem}.png"
@@ -103,7 +104,7 @@ def run_delegated(uri: str, dataset, params: dict, view=None):
 def recall_at(dataset, field: str, tag: str, iou: float = 0.5) -> tuple[float, int]:
     """Fraction of GT objects of the samples tagged `tag` that some mask in `field` covers
     with IoU >= `iou`, and the number of GT objects."""
-    from fiftyone_plugin.conversion import detection_to_mask
+    from samscope_fiftyone.conversion import detection_to_mask
 
     found, total = 0, 0
     for sample in dataset.match_tags(tag):

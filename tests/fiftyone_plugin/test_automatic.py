@@ -30,7 +30,7 @@ def test_automatic_immediate_finds_nuclei(fo_dataset, plugin_ready):
 
 
 def test_automatic_delegated_large_masks_on_disk_and_rerun_skips(
-    fo_dataset, plugin_ready, tmp_path
+    fo_dataset, coco_dir, plugin_ready, tmp_path
 ):
     import fiftyone.operators as foo
 
@@ -57,11 +57,11 @@ def test_automatic_delegated_large_masks_on_disk_and_rerun_skips(
     assert again.result["skipped"] == len(coco) and again.result["processed"] == 0
 
 
-def test_missing_and_unreadable_files_are_reported_rest_finish(shared_dir, plugin_ready, tmp_path):
+def test_missing_and_unreadable_files_are_reported_rest_finish(nuclei_dir, plugin_ready, tmp_path):
     import fiftyone as fo
     import fiftyone.operators as foo
 
-    good = shared_dir / "data" / "dsb2018_fluo_dev" / "images" / "0b2e702f90aee4ff.png"
+    good = nuclei_dir / "images" / "0b2e702f90aee4ff.png"
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"this is not a PNG file")
     missing = tmp_path / "missing.png"
@@ -81,7 +81,7 @@ def test_missing_and_unreadable_files_are_reported_rest_finish(shared_dir, plugi
 
 
 def test_apply_model_with_prompt_field_and_automatic(fo_dataset, plugin_ready):
-    from fiftyone_plugin.model import SamscopeModel
+    from samscope_fiftyone.model import SamscopeModel
 
     nuclei = fo_dataset.match_tags("nuclei")
     model = SamscopeModel("vit_t", points_per_side=6)

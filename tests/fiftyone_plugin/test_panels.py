@@ -20,7 +20,7 @@ def _panel_ctx(dataset, state: dict, **params):
 
 
 def test_review_panel_load_rate_navigate(fo_dataset, review_field):
-    from fiftyone_plugin.panels import MaskReviewPanel
+    from samscope_fiftyone.panels import MaskReviewPanel
 
     panel = MaskReviewPanel()
     state: dict = {"settings": {"field": review_field, "reviewer": "frank"}}
@@ -61,8 +61,8 @@ def test_review_panel_load_rate_navigate(fo_dataset, review_field):
 
 
 def test_report_panel_plots(fo_dataset, review_field):
-    from fiftyone_plugin.panels import QualityReportPanel
-    from fiftyone_plugin.review import review_queue, save_rating
+    from samscope_fiftyone.panels import QualityReportPanel
+    from samscope_fiftyone.review import review_queue, save_rating
 
     save_rating(fo_dataset, review_queue(fo_dataset, review_field)[0], 5, "gina")
     ctx = _panel_ctx(fo_dataset, {})

@@ -13,7 +13,7 @@ URI = f"{PLUGIN}/prompted_masks"
 
 def _mean_iou_vs_gt(dataset, field: str, prompt_field: str, tag: str) -> tuple[float, int]:
     """Mean IoU of each mask in `field` with the GT object its prompt came from."""
-    from fiftyone_plugin.conversion import detection_to_mask
+    from samscope_fiftyone.conversion import detection_to_mask
 
     ious = []
     for sample in dataset.match_tags(tag):
@@ -28,7 +28,7 @@ def _mean_iou_vs_gt(dataset, field: str, prompt_field: str, tag: str) -> tuple[f
     return float(np.mean(ious)), len(ious)
 
 
-def test_box_prompts_immediate_match_ground_truth(fo_dataset, plugin_ready):
+def test_box_prompts_immediate_match_ground_truth(fo_dataset, coco_dir, plugin_ready):
     import fiftyone.operators as foo
 
     result = foo.execute_operator(

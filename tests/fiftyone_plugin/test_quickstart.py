@@ -10,7 +10,7 @@ pytestmark = [pytest.mark.fiftyone, pytest.mark.slow]
 def test_quickstart_builds_a_dataset_with_automatic_masks(tmp_path, mobilesam_checkpoint, capsys):
     import fiftyone as fo
 
-    from fiftyone_plugin.quickstart import SAMPLE_NAMES, main
+    from samscope_fiftyone.quickstart import SAMPLE_NAMES, main
 
     assert (
         main(["--out", str(tmp_path), "--dataset", "samscope-quickstart-test", "--grid", "8"]) == 0

@@ -32,7 +32,7 @@ def _rate(dataset, ref, rating, reviewer):
 
 
 def test_queue_is_lowest_predicted_iou_first(fo_dataset, review_field):
-    from fiftyone_plugin.review import review_queue
+    from samscope_fiftyone.review import review_queue
 
     queue = review_queue(fo_dataset, review_field)
     assert len(queue) == fo_dataset.count(f"{review_field}.detections")
@@ -45,7 +45,7 @@ def test_queue_is_lowest_predicted_iou_first(fo_dataset, review_field):
 
 
 def test_two_reviewers_kept_and_reloaded_in_a_new_process(fo_dataset, review_field):
-    from fiftyone_plugin.review import review_queue
+    from samscope_fiftyone.review import review_queue
 
     ref = review_queue(fo_dataset, review_field, reviewer="alice")[0]
     assert _rate(fo_dataset, ref, 3, "alice").result["rating"] == 3
@@ -73,7 +73,7 @@ def test_two_reviewers_kept_and_reloaded_in_a_new_process(fo_dataset, review_fie
 def test_rating_outside_1_to_10_is_refused(fo_dataset, review_field, bad):
     from fiftyone.operators.executor import ExecutionError
 
-    from fiftyone_plugin.review import RatingError, review_queue, save_rating
+    from samscope_fiftyone.review import RatingError, review_queue, save_rating
 
     ref = review_queue(fo_dataset, review_field)[-1]
     if isinstance(bad, (int, float)) and not isinstance(bad, bool):
@@ -88,7 +88,7 @@ def test_rating_outside_1_to_10_is_refused(fo_dataset, review_field, bad):
 
 
 def test_unknown_mask_and_missing_reviewer_are_refused(fo_dataset, review_field):
-    from fiftyone_plugin.review import MaskRef, RatingError, review_queue, save_rating
+    from samscope_fiftyone.review import MaskRef, RatingError, review_queue, save_rating
 
     ref = review_queue(fo_dataset, review_field)[0]
     ghost = MaskRef(ref.sample_id, review_field, "0" * 24)
@@ -98,10 +98,10 @@ def test_unknown_mask_and_missing_reviewer_are_refused(fo_dataset, review_field)
         save_rating(fo_dataset, ref, 5, "  ")
 
 
-def test_five_view_picture_shows_mask_and_prompt(fo_dataset, review_field):
+def test_five_view_picture_shows_mask_and_prompt(fo_dataset, coco_dir, review_field):
     from PIL import Image
 
-    from fiftyone_plugin.review_render import render_detection
+    from samscope_fiftyone.review_render import render_detection
 
     sample = fo_dataset.match_tags("coco").first()
     detection = sample[review_field].detections[0]
@@ -114,8 +114,8 @@ def test_five_view_picture_shows_mask_and_prompt(fo_dataset, review_field):
 
 
 def test_quality_report_numbers(fo_dataset, review_field):
-    from fiftyone_plugin.report import histogram_traces, scatter_traces, summarize
-    from fiftyone_plugin.review import rating_rows, review_queue, save_rating
+    from samscope_fiftyone.report import histogram_traces, scatter_traces, summarize
+    from samscope_fiftyone.review import rating_rows, review_queue, save_rating
 
     for ref, value in zip(review_queue(fo_dataset, review_field)[:4], (2, 9, 9, 10), strict=True):
         save_rating(fo_dataset, ref, value, "erin")

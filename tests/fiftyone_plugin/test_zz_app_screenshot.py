@@ -125,7 +125,7 @@ def test_review_panel_screenshot(fo_dataset, review_field, tmp_path):
     import fiftyone as fo
     from PIL import Image
 
-    from fiftyone_plugin.review import rating_rows, review_queue, save_rating
+    from samscope_fiftyone.review import rating_rows, review_queue, save_rating
 
     if not rating_rows(fo_dataset, [review_field]):  # the report panel needs some ratings
         for ref, value in zip(review_queue(fo_dataset, review_field)[:3], (4, 8, 9), strict=False):
