@@ -35,11 +35,12 @@ def _new_dataset(name: str, filepath, clicks=None):
     return dataset
 
 
-def _masks_by_prompt(sample, field: str) -> dict[str, np.ndarray]:
-    """Full-image masks of `field`'s detections, keyed by the id of the prompt that made each."""
+def _masks_by_prompt(sample, field: str, hw=None) -> dict[str, np.ndarray]:
+    """Full-image masks of `field`'s detections, keyed by the id of the prompt that made each.
+    hw: the image's (H, W) px; default FiftyOne's metadata (which misreads multi-channel TIFFs)."""
     from samscope_fiftyone.conversion import detection_to_mask
 
-    hw = (sample.metadata.height, sample.metadata.width)
+    hw = hw or (sample.metadata.height, sample.metadata.width)
     return {d["prompt_id"]: detection_to_mask(d, hw) for d in sample[field].detections}
 
 
@@ -207,5 +208,49 @@ def test_automatic_masks_operator_and_apply_model_store_the_same(dim_nuclei, plu
         model.needs_fields = {"prompt_field": "clicks"}
         with pytest.raises(PromptError, match="needs the sample"):
             model.predict(read_image(path))
+    finally:
+        dataset.delete()
+
+
+def test_five_channel_tiff_channel_choice_every_fiftyone_path(tmp_path, plugin_ready):
+    """A (96, 128, 5) uint16 TIFF with the object only in channel 2: the operator (channel 2)
+    and apply_model (channels=2) give the API's mask; without a choice the sample fails with
+    the reason, and nothing is stored."""
+    import fiftyone as fo
+    import fiftyone.operators as foo
+    import tifffile
+
+    from sam_core.session import Session
+    from samscope_fiftyone.model import SamscopeModel
+
+    rng = np.random.default_rng(3)
+    data = rng.integers(900, 1000, (96, 128, 5), dtype=np.uint16)
+    yy, xx = np.mgrid[0:96, 0:128]
+    truth = (xx - 70) ** 2 + (yy - 45) ** 2 < 18**2
+    data[..., 2][truth] = 3000
+    path = tmp_path / "five.tif"
+    tifffile.imwrite(path, data)
+    click = fo.Keypoint(label="object", points=[[70.5 / 128, 45.5 / 96]])
+    dataset = _new_dataset("samscope-test-channels", path, fo.Keypoints(keypoints=[click]))
+    try:
+        uri = f"{PLUGIN}/prompted_masks"
+        params = {"prompt_field": "clicks", "label_field": "no_choice", "delegate": False}
+        result = foo.execute_operator(uri, dataset=dataset, params=params)
+        assert result.result["failed"] == 1, result.result
+        assert "5 channels" in result.result["failures"][0]["error"]
+        params = {**params, "label_field": "by_operator", "channel": 2}
+        result = foo.execute_operator(uri, dataset=dataset, params=params)
+        assert result.error is None and result.result["failed"] == 0, result.result
+        model = SamscopeModel("vit_t", channels=2)
+        dataset.apply_model(model, label_field="by_apply_model", prompt_field="clicks")
+        dataset.reload()
+        sample = dataset.first()
+        assert "no_choice" not in dataset.get_field_schema() or sample["no_choice"] is None
+        (operator,) = _masks_by_prompt(sample, "by_operator", (96, 128)).values()
+        (applied,) = _masks_by_prompt(sample, "by_apply_model", (96, 128)).values()
+        session = Session("vit_t")
+        core, _ = session.predict_best(session.embed(session.load(path, channels=2)), [[70, 45]])
+        assert _iou(operator, applied) >= 0.99 and _iou(operator, core) >= 0.99
+        assert _iou(operator, truth) >= 0.9, _iou(operator, truth)
     finally:
         dataset.delete()
