@@ -3,6 +3,10 @@
 Hooks: per-test time limits (pytest-timeout: 300 s, 900 s for tests marked slow or
 fiftyone) with a C-level watchdog behind them, and one closing line that counts the skipped
 tests by reason.
+
+Data: ``nuclei_dir`` (dsb2018 nuclei: the shared set, or the subset shipped in tests/data on a
+clone without ``../shared``), ``shared_dir`` (everything else in ``../shared``; skips without
+it), the real MobileSAM weights.
 """
 
 from __future__ import annotations
@@ -101,13 +105,45 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     terminalreporter.write_line(f"skipped {len(reports)}: {parts}")
 
 
+# ------------------------------------------------------------------------------ test data
+
+SHARED_PATH = (Path(__file__).parents[1] / ".." / "shared").resolve()
+SHIPPED_NUCLEI = Path(__file__).parent / "data" / "dsb2018_fluo_dev"
+
+
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    """The ``shared/`` folder next to the repository (reference data, datasets)."""
-    path = (Path(__file__).parents[1] / ".." / "shared").resolve()
-    if not path.is_dir():
-        pytest.skip(f"shared data folder {path} does not exist")
-    return path
+def shared_dir_or_none() -> Path | None:
+    """The ``shared/`` folder next to the repository, or None on a clone without it."""
+    return SHARED_PATH if SHARED_PATH.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def shared_dir(shared_dir_or_none: Path | None) -> Path:
+    """The ``shared/`` folder next to the repository (reference outputs, data sets); skips the
+    test when it is missing. Tests that read only dsb2018_fluo_dev use ``nuclei_dir``."""
+    if shared_dir_or_none is None:
+        pytest.skip(
+            f"shared data folder {SHARED_PATH} does not exist (official reference outputs, "
+            "data sets other than the dsb2018 nuclei shipped in tests/data)"
+        )
+    return shared_dir_or_none
+
+
+@pytest.fixture(scope="session")
+def nuclei_dir(shared_dir_or_none: Path | None) -> Path:
+    """The dsb2018_fluo_dev folder (CC0 fluorescence nuclei): ``images/<name>.png`` gray
+    uint8, ``labels/<name>.tif`` uint16 instance ids (0 = background), ``manifest.json``.
+
+    The full 50-image set in ``shared/data`` when it exists, else the 12-image subset
+    shipped in ``tests/data`` (byte-identical copies of every image a test names and of the
+    first 6 manifest items, manifest in the same order), so these tests also run on a fresh
+    clone.
+    """
+    if shared_dir_or_none is not None:
+        full = shared_dir_or_none / "data" / "dsb2018_fluo_dev"
+        if full.is_dir():
+            return full
+    return SHIPPED_NUCLEI
 
 
 @pytest.fixture(scope="session")

@@ -173,11 +173,11 @@ def test_bad_input_and_empty_results(vit_t_model):
     assert calls == [(1, 2)]  # one embedding + one batch of 16 points; stopped after the first
 
 
-def test_cached_tiled_embedding_gives_the_same_candidates(vit_t_model, shared_dir, read_rgb):
+def test_cached_tiled_embedding_gives_the_same_candidates(vit_t_model, nuclei_dir, read_rgb):
     from sam_core import Predictor
     from sam_core.tiling import compute_tiled_embedding
 
-    image = read_rgb(shared_dir / "data" / "dsb2018_fluo_dev" / "images" / "c043d5ac9dd46605.png")
+    image = read_rgb(nuclei_dir / "images" / "c043d5ac9dd46605.png")
     predictor = Predictor(vit_t_model)
     amg = AutomaticMaskGenerator(predictor, points_per_side=8, tile_shape=(128, 256), halo=(48, 0))
     layout = amg.tile_layout(image.shape[:2])

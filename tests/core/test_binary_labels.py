@@ -36,8 +36,8 @@ TINY_CLI = ["--epochs", "1", "--objects-per-step", "2", "--point-rounds", "1"]
 TINY_CLI += ["--refine-rounds", "0", "--trainable", "decoder", "--no-threshold-search"]
 
 
-def _instances(shared_dir: Path, name: str) -> np.ndarray:
-    return tifffile.imread(shared_dir / "data" / "dsb2018_fluo_dev" / "labels" / f"{name}.tif")
+def _instances(nuclei_dir: Path, name: str) -> np.ndarray:
+    return tifffile.imread(nuclei_dir / "labels" / f"{name}.tif")
 
 
 def _binarise(label: np.ndarray, value) -> np.ndarray:
@@ -47,26 +47,26 @@ def _binarise(label: np.ndarray, value) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def binary_set(shared_dir: Path, tmp_path_factory) -> Path:
+def binary_set(nuclei_dir: Path, tmp_path_factory) -> Path:
     """images/ + labels/ of 3 real nuclei images whose labels are binary (1, 255, bool)."""
     from PIL import Image
 
-    source = shared_dir / "data" / "dsb2018_fluo_dev"
+    source = nuclei_dir
     folder = tmp_path_factory.mktemp("binary_set")
     (folder / "images").mkdir()
     (folder / "labels").mkdir()
     for name, (_, _, value) in NUCLEI.items():
         with Image.open(source / "images" / f"{name}.png") as image:
             image.convert("L").save(folder / "images" / f"{name}.png")
-        binary = _binarise(_instances(shared_dir, name), value)
+        binary = _binarise(_instances(nuclei_dir, name), value)
         tifffile.imwrite(folder / "labels" / f"{name}.tif", binary)
     return folder
 
 
 # ------------------------------------------------------------------------- the rule
-def test_binarised_nuclei_are_refused_and_split_regions_are_the_nuclei(shared_dir):
+def test_binarised_nuclei_are_refused_and_split_regions_are_the_nuclei(nuclei_dir):
     for name, (n_instances, n_regions, value) in NUCLEI.items():
-        instances = _instances(shared_dir, name)
+        instances = _instances(nuclei_dir, name)
         binary = _binarise(instances, value)
         found = binary_regions(binary)
         assert found.n_regions == n_regions and found.many_objects
@@ -175,7 +175,7 @@ def test_cli_evaluate_refuses_binary_labels_and_splits_them_when_asked(
 
 # -------------------------------------------------------------------------- the API
 def test_api_refuses_binary_samples_and_splits_them_with_the_config_field(
-    binary_set, shared_dir, vit_t_model, tmp_path
+    binary_set, shared_dir, nuclei_dir, vit_t_model, tmp_path
 ):
     with pytest.raises(ImageError, match="is a binary label image"):
         load_eval_set(binary_set)
@@ -187,8 +187,8 @@ def test_api_refuses_binary_samples_and_splits_them_with_the_config_field(
     assert [s.n_instances for s in grabcut.samples] == [1, 1, 1]
 
     name = "c043d5ac9dd46605"
-    instances = _instances(shared_dir, name)
-    image = load_eval_set(shared_dir / "data" / "dsb2018_fluo_dev", names=[name]).samples[0].image
+    instances = _instances(nuclei_dir, name)
+    image = load_eval_set(nuclei_dir, names=[name]).samples[0].image
     binary = Sample(name, image, label_image=(instances != 0).astype(np.uint8))
     model = copy.deepcopy(vit_t_model)
     with pytest.raises(ImageError, match=r"binary label image.*split_binary=True"):

@@ -120,8 +120,8 @@ def test_overlay_draws_masks_points_and_box():
 
 
 @pytest.mark.slow
-def test_predict_writes_mask_and_overlay(capsys, tmp_path, shared_dir, mobilesam_checkpoint):
-    data = shared_dir / "data" / "dsb2018_fluo_dev"
+def test_predict_writes_mask_and_overlay(capsys, tmp_path, nuclei_dir, mobilesam_checkpoint):
+    data = nuclei_dir
     image_path = data / "images" / f"{NUCLEI_IMAGE}.png"
     if not image_path.exists():
         pytest.skip(f"{image_path} is absent")

@@ -29,17 +29,17 @@ NAMES = ("00071198d059ba7f", "003cee89357d9fe1", "094afe36759e7daf")
 FAST = ["--points-per-side", "8", "-q"]
 
 
-def _crop(shared_dir: Path, name: str, folder: str = "images", suffix: str = ".png"):
-    path = shared_dir / "data/dsb2018_fluo_dev" / folder / f"{name}{suffix}"
+def _crop(nuclei_dir: Path, name: str, folder: str = "images", suffix: str = ".png"):
+    path = nuclei_dir / folder / f"{name}{suffix}"
     array = tifffile.imread(path) if suffix == ".tif" else np.asarray(Image.open(path))
     return array[64:192, 64:192]
 
 
 @pytest.fixture(scope="module")
-def input_dir(tmp_path_factory, shared_dir) -> Path:
+def input_dir(tmp_path_factory, nuclei_dir) -> Path:
     folder = tmp_path_factory.mktemp("inputs")
     for name in NAMES:
-        Image.fromarray(_crop(shared_dir, name)).save(folder / f"{name}.png")
+        Image.fromarray(_crop(nuclei_dir, name)).save(folder / f"{name}.png")
     return folder
 
 
@@ -57,7 +57,7 @@ def _segment(capsys, *args) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def test_labels_are_instance_images_that_find_the_nuclei(reference, shared_dir):
+def test_labels_are_instance_images_that_find_the_nuclei(reference, nuclei_dir):
     names = sorted(p.name for p in reference.iterdir())
     assert names == sorted(f"{n}_labels.tif" for n in NAMES)
     for name in NAMES:
@@ -65,7 +65,7 @@ def test_labels_are_instance_images_that_find_the_nuclei(reference, shared_dir):
         assert labels.dtype == np.uint32 and labels.shape == (128, 128)
         ids = np.unique(labels)[1:]
         assert len(ids) >= 1 and ids.max() == len(ids)  # ids 1..N
-        truth = _crop(shared_dir, name, "labels", ".tif")
+        truth = _crop(nuclei_dir, name, "labels", ".tif")
         # real segmentation: several nuclei are found as whole objects (an 8x8 grid misses
         # some small ones; the whole-crop background may be an object too)
         assert _nuclei_found(labels, truth, min_iou=0.8) >= 2
@@ -136,9 +136,9 @@ def test_png_and_coco_formats_hold_the_same_masks(tmp_path, input_dir, reference
 
 
 def test_stacks_give_label_stacks_and_other_shapes_a_clear_error(
-    tmp_path, shared_dir, reference, capsys
+    tmp_path, nuclei_dir, reference, capsys
 ):
-    stack = np.stack([_crop(shared_dir, n) for n in NAMES[:2]])  # (2, 128, 128)
+    stack = np.stack([_crop(nuclei_dir, n) for n in NAMES[:2]])  # (2, 128, 128)
     folder = tmp_path / "in"
     folder.mkdir()
     tifffile.imwrite(folder / "stack.tif", stack)
@@ -234,10 +234,10 @@ def test_a_killed_run_resumes_with_the_complete_set_and_nothing_duplicated(
         assert path.read_bytes() == (reference / path.name).read_bytes()
 
 
-def test_embed_then_segment_with_the_cache(tmp_path, input_dir, reference, shared_dir, capsys):
+def test_embed_then_segment_with_the_cache(tmp_path, input_dir, reference, nuclei_dir, capsys):
     from sam_core.session import Session
 
-    stack = np.stack([_crop(shared_dir, n) for n in NAMES[:2]])
+    stack = np.stack([_crop(nuclei_dir, n) for n in NAMES[:2]])
     tifffile.imwrite(tmp_path / "stack.tif", stack)
     image = input_dir / f"{NAMES[0]}.png"
     cache = tmp_path / "cache"

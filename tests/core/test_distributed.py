@@ -22,10 +22,10 @@ NAMES = ("00071198d059ba7f", "003cee89357d9fe1", "094afe36759e7daf")
 
 
 @pytest.fixture(scope="module")
-def input_dir(tmp_path_factory, shared_dir) -> Path:
+def input_dir(tmp_path_factory, nuclei_dir) -> Path:
     folder = tmp_path_factory.mktemp("inputs")
     for name in NAMES:
-        image = np.asarray(Image.open(shared_dir / f"data/dsb2018_fluo_dev/images/{name}.png"))
+        image = np.asarray(Image.open(nuclei_dir / f"images/{name}.png"))
         Image.fromarray(image[64:192, 64:192]).save(folder / f"{name}.png")
     return folder
 

@@ -37,8 +37,8 @@ def predictor(vit_t_model) -> CountingPredictor:
 
 
 @pytest.fixture(scope="module")
-def nuclei(shared_dir) -> np.ndarray:
-    return read_image(shared_dir / "data/dsb2018_fluo_dev/images/00071198d059ba7f.png")
+def nuclei(nuclei_dir) -> np.ndarray:
+    return read_image(nuclei_dir / "images/00071198d059ba7f.png")
 
 
 @pytest.fixture(scope="module")

@@ -25,8 +25,8 @@ def predictor(vit_t_model):
 
 
 @pytest.fixture(scope="module")
-def fluo_set(shared_dir):
-    return load_eval_set(shared_dir / "data" / "dsb2018_fluo_dev", limit=1)
+def fluo_set(nuclei_dir):
+    return load_eval_set(nuclei_dir, limit=1)
 
 
 def test_reads_every_shared_set_format(shared_dir):
@@ -122,9 +122,9 @@ def test_edges_on_one_real_image(predictor, shared_dir):
     assert result["ODS"] <= result["tolerance_matching"]["ODS"] + 1e-9
 
 
-def _tiny_set(root, shared_dir, mismatch=False):
+def _tiny_set(root, nuclei_dir, mismatch=False):
     """A 128x128 crop of one fluorescence image and its labels, in the set layout."""
-    data = shared_dir / "data" / "dsb2018_fluo_dev"
+    data = nuclei_dir
     item = json.loads((data / "manifest.json").read_text())["items"][0]
     image = np.asarray(Image.open(data / item["image"]))[:128, :128]
     labels = tifffile.imread(data / item["label"])[:128, : 120 if mismatch else 128]
@@ -135,9 +135,9 @@ def _tiny_set(root, shared_dir, mismatch=False):
     return root
 
 
-def test_cli_evaluate_writes_tables(tmp_path, shared_dir, mobilesam_checkpoint, capsys):
+def test_cli_evaluate_writes_tables(tmp_path, nuclei_dir, mobilesam_checkpoint, capsys):
     assert CLI_MAX_CLICKS == MAX_CLICKS
-    root = _tiny_set(tmp_path / "set", shared_dir)
+    root = _tiny_set(tmp_path / "set", nuclei_dir)
     out = tmp_path / "out"
     code = main(
         [
@@ -159,8 +159,8 @@ def test_cli_evaluate_writes_tables(tmp_path, shared_dir, mobilesam_checkpoint, 
     assert result["n_objects"] == 3 and 0.5 < result["point"]["miou"] <= 1.0
 
 
-def test_bad_sets_give_clear_errors(tmp_path, shared_dir, capsys):
-    root = _tiny_set(tmp_path / "bad", shared_dir, mismatch=True)
+def test_bad_sets_give_clear_errors(tmp_path, nuclei_dir, capsys):
+    root = _tiny_set(tmp_path / "bad", nuclei_dir, mismatch=True)
     with pytest.raises(ImageError, match="label image is 128x120"):
         load_eval_set(root)
     assert main(["evaluate", str(root), "--out", str(tmp_path / "o")]) == 2

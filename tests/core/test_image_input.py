@@ -277,8 +277,8 @@ def test_gray_fast_path_equals_rgb_path(hw) -> None:
     assert np.array_equal(prepare_image(rgb)[0], resized)
 
 
-def test_real_grayscale_file_read_as_rgb(shared_dir, read_rgb) -> None:
-    path = next(iter(sorted((shared_dir / "data" / "dsb2018_fluo_dev" / "images").glob("*.png"))))
+def test_real_grayscale_file_read_as_rgb(nuclei_dir, read_rgb) -> None:
+    path = next(iter(sorted((nuclei_dir / "images").glob("*.png"))))
     rgb = read_rgb(path)
     with Image.open(path) as image:
         gray = np.asarray(image)

@@ -20,8 +20,8 @@ NUCLEUS_B = (116, 130)
 
 
 @pytest.fixture(scope="module")
-def sample(shared_dir, read_rgb):
-    folder = shared_dir / "data" / "dsb2018_fluo_dev"
+def sample(nuclei_dir, read_rgb):
+    folder = nuclei_dir
     manifest = folder / "manifest.json"
     if not manifest.is_file():
         pytest.skip(f"{manifest} does not exist")

@@ -41,8 +41,8 @@ def _interior_point(mask: np.ndarray) -> tuple[int, int]:
 
 
 @pytest.fixture(scope="module")
-def dataset(shared_dir):
-    folder = shared_dir / "data" / "dsb2018_fluo_dev"
+def dataset(nuclei_dir):
+    folder = nuclei_dir
     manifest_path = folder / "manifest.json"
     if not manifest_path.is_file():
         pytest.skip(f"{manifest_path} does not exist")

@@ -21,13 +21,13 @@ NAME = "00071198d059ba7f"  # dsb2018_fluo_dev: nuclei on a dark background
 FAST = ["--points-per-side", "8", "-q"]
 
 
-def _crop(shared_dir: Path) -> np.ndarray:
-    path = shared_dir / "data" / "dsb2018_fluo_dev" / "images" / f"{NAME}.png"
+def _crop(nuclei_dir: Path) -> np.ndarray:
+    path = nuclei_dir / "images" / f"{NAME}.png"
     return np.asarray(Image.open(path))[64:192, 64:192]
 
 
-def test_overlay_per_image_and_a_line_per_image(tmp_path, shared_dir, mobilesam_checkpoint, capsys):
-    crop = _crop(shared_dir)
+def test_overlay_per_image_and_a_line_per_image(tmp_path, nuclei_dir, mobilesam_checkpoint, capsys):
+    crop = _crop(nuclei_dir)
     inputs = tmp_path / "in"
     inputs.mkdir()
     Image.fromarray(crop).save(inputs / "nuclei.png")
@@ -61,8 +61,8 @@ def test_overlay_per_image_and_a_line_per_image(tmp_path, shared_dir, mobilesam_
     assert blank.shape == (64, 80, 3) and not blank.any()
 
 
-def test_stack_gets_an_overlay_of_its_middle_slice(tmp_path, shared_dir, mobilesam_checkpoint):
-    crop = _crop(shared_dir)
+def test_stack_gets_an_overlay_of_its_middle_slice(tmp_path, nuclei_dir, mobilesam_checkpoint):
+    crop = _crop(nuclei_dir)
     stack = np.stack([np.zeros_like(crop), crop, crop[::-1], crop[:, ::-1]])
     tifffile.imwrite(
         tmp_path / "stack.tif", stack, photometric="minisblack", metadata={"axes": "ZYX"}

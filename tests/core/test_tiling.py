@@ -23,7 +23,7 @@ from sam_core.tiling import (
     needs_tiling,
 )
 
-IMAGE = "data/dsb2018_fluo_dev/images/00071198d059ba7f.png"  # 256x256 uint8 nuclei
+IMAGE = "images/00071198d059ba7f.png"  # in dsb2018_fluo_dev: 256x256 uint8 nuclei
 
 
 # ------------------------------------------------------------------------------- layouts
@@ -107,8 +107,8 @@ def predictor(vit_t_model) -> Predictor:
 
 
 @pytest.fixture(scope="module")
-def image(shared_dir) -> np.ndarray:
-    return read_image(shared_dir / IMAGE)
+def image(nuclei_dir) -> np.ndarray:
+    return read_image(nuclei_dir / IMAGE)
 
 
 @pytest.fixture(scope="module")
@@ -157,12 +157,12 @@ def test_tiled_prediction_is_the_tile_prediction_pasted_back(predictor, image, t
     np.testing.assert_array_equal(logits > 0, masks)
 
 
-def _nucleus_points(shared_dir) -> np.ndarray:
+def _nucleus_points(nuclei_dir) -> np.ndarray:
     """(K, 2) xy: the interior-most pixel of every ground-truth nucleus of IMAGE."""
     import tifffile
     from scipy import ndimage
 
-    labels = tifffile.imread(shared_dir / IMAGE.replace("images", "labels").replace(".png", ".tif"))
+    labels = tifffile.imread(nuclei_dir / IMAGE.replace("images", "labels").replace(".png", ".tif"))
     ids = np.unique(labels)[1:]
     distance = ndimage.distance_transform_edt(np.pad(labels > 0, 1))[1:-1, 1:-1]
     rows_cols = ndimage.maximum_position(distance, labels, ids)
@@ -171,9 +171,9 @@ def _nucleus_points(shared_dir) -> np.ndarray:
 
 @pytest.mark.slow
 def test_tiled_masks_agree_with_whole_image_masks_and_batches_route_per_object(
-    predictor, image, tiled, shared_dir
+    predictor, image, tiled, nuclei_dir
 ):
-    points = _nucleus_points(shared_dir)
+    points = _nucleus_points(nuclei_dir)
     assert len(points) >= 5
     tp = TiledPredictor(predictor, tiled)
     batch = points[:, None, :]  # (K, 1, 2): one object per point

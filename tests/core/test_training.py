@@ -130,9 +130,9 @@ CROP_IMAGES = ["c043d5ac9dd46605", "b6d50fa22380ae3a", "e4fc936ba57a936a"]
 
 
 @pytest.fixture(scope="module")
-def crops(shared_dir):
+def crops(nuclei_dir):
     """Three 96x96 crops of 256x256 fluorescence images (2 train, 1 validation), real labels."""
-    data = shared_dir / "data" / "dsb2018_fluo_dev"
+    data = nuclei_dir
     out = []
     for s in load_eval_set(data, names=CROP_IMAGES).samples:
         label, image = s.label_image[80:176, 80:176], s.image[80:176, 80:176]

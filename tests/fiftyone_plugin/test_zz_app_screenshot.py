@@ -121,7 +121,9 @@ def screenshot_panel(dataset_name: str, panel: str, out: Path, home: Path) -> Pa
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
-def test_review_panel_screenshot(fo_dataset, review_field, tmp_path):
+def test_review_panel_screenshot(fo_dataset, coco_dir, review_field, tmp_path):
+    """Needs the COCO samples (`coco_dir`): the panel opens on the lowest-IoU mask, which is
+    then a COCO object; a nucleus's mask is too small for the tint check."""
     import fiftyone as fo
     from PIL import Image
 

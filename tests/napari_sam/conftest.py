@@ -11,12 +11,12 @@ NUCLEI_IMAGE = "c043d5ac9dd46605"  # dsb2018_fluo_dev, 256x256, 13 nuclei
 
 
 @pytest.fixture(scope="session")
-def nuclei(shared_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+def nuclei(nuclei_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """(image (256, 256) uint8, ground-truth instance labels (256, 256) uint16)."""
     import tifffile
     from PIL import Image
 
-    folder = shared_dir / "data" / "dsb2018_fluo_dev"
+    folder = nuclei_dir
     with Image.open(folder / "images" / f"{NUCLEI_IMAGE}.png") as im:
         image = np.asarray(im)
     labels = tifffile.imread(folder / "labels" / f"{NUCLEI_IMAGE}.tif")

@@ -17,13 +17,13 @@ TIMEOUT_MS = 240_000
 
 
 @pytest.fixture(scope="module")
-def nuclei_stack(shared_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+def nuclei_stack(nuclei_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """(3, 256, 256) uint8 images and uint32 instance labels; slice 1 has no labels (it must
     be skipped), slices 0 and 2 are real nuclei images with their ground truth."""
     import tifffile
     from PIL import Image
 
-    folder = shared_dir / "data" / "dsb2018_fluo_dev"
+    folder = nuclei_dir
     images, labels = [], []
     for name in STACK_NAMES:
         with Image.open(folder / "images" / f"{name}.png") as im:

@@ -47,9 +47,9 @@ def test_exif_oriented_jpeg(annotator, qtbot, tmp_path):
     assert mask_iou(mask, truth) > 0.9
 
 
-def test_dim_16_bit_nuclei(annotator, qtbot, tmp_path, shared_dir):
+def test_dim_16_bit_nuclei(annotator, qtbot, tmp_path, nuclei_dir):
     viewer, widget = annotator
-    folder = shared_dir / "data" / "dsb2018_fluo_dev"
+    folder = nuclei_dir
     name = sorted((folder / "images").glob("*.png"))[0].stem
     gray = np.asarray(Image.open(folder / "images" / f"{name}.png").convert("L"), np.float64)
     dim = (900 + gray / 255 * 510).astype(np.uint16)  # values 900..1410
