@@ -49,10 +49,21 @@ def coco_dir(shared_dir):
 @pytest.fixture(scope="session")
 def plugin_ready():
     """The plugin is found in FIFTYONE_PLUGINS_DIR and its operators load."""
+    import fiftyone as fo
     import fiftyone.plugins as fop
 
+    # FiftyOne reads its config once, at its first import; if anything imported it before this
+    # conftest set the environment, point it at the test plugins folder now.
+    install_plugin(plugin_source(), PLUGINS_DIR)
+    if Path(fo.config.plugins_dir or "") != PLUGINS_DIR:
+        fo.config.plugins_dir = str(PLUGINS_DIR)
     names = [p.name for p in fop.list_plugins()]
-    assert fo_helpers.PLUGIN in names, f"plugin not found in {PLUGINS_DIR}: {names}"
+    seen = sorted(os.listdir(PLUGINS_DIR)) if PLUGINS_DIR.is_dir() else None
+    assert fo_helpers.PLUGIN in names, (
+        f"plugin not found in {PLUGINS_DIR}: {names}; fo.config.plugins_dir="
+        f"{fo.config.plugins_dir}, ${'FIFTYONE_PLUGINS_DIR'}="
+        f"{os.environ.get('FIFTYONE_PLUGINS_DIR')}, folder holds {seen}"
+    )
     return fo_helpers.PLUGIN
 
 
