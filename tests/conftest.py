@@ -237,3 +237,21 @@ def vit_t_cached(vit_t_model, read_rgb) -> _CachedVitT:
     (`.predict(path, points)`) are memoised for the session: the fidelity and
     real-segmentation tests use the same images and clicks and share the work."""
     return _CachedVitT(vit_t_model, read_rgb)
+
+
+@pytest.fixture
+def five_channel_tiff(tmp_path):
+    """A (96, 128, 5) uint16 TIFF (channels last, no axes metadata) with a bright disc only in
+    channel 2, the issue-13 "many channels" file every way in is tested with.
+    Returns (path, (96, 128) bool disc)."""
+    import numpy as np
+    import tifffile
+
+    rng = np.random.default_rng(3)
+    data = rng.integers(900, 1000, (96, 128, 5), dtype=np.uint16)
+    yy, xx = np.mgrid[0:96, 0:128]
+    truth = (xx - 70) ** 2 + (yy - 45) ** 2 < 18**2
+    data[..., 2][truth] = 3000
+    path = tmp_path / "five.tif"
+    tifffile.imwrite(path, data)
+    return path, truth

@@ -208,19 +208,6 @@ def test_automatic_settings_resolved_in_one_place(tmp_path):
 
 
 # ------------------------------------------------------------------ the CLI reads the same
-@pytest.fixture
-def five_channel_tiff(tmp_path):
-    """(96, 128, 5) uint16 with a bright disc only in channel 2; returns (path, truth)."""
-    rng = np.random.default_rng(3)
-    data = rng.integers(900, 1000, (96, 128, 5), dtype=np.uint16)
-    yy, xx = np.mgrid[0:96, 0:128]
-    truth = (xx - 70) ** 2 + (yy - 45) ** 2 < 18**2
-    data[..., 2][truth] = 3000
-    path = tmp_path / "five.tif"
-    tifffile.imwrite(path, data)
-    return path, truth
-
-
 @pytest.mark.slow
 def test_many_channels_every_command(five_channel_tiff, tmp_path, mobilesam_checkpoint, capsys):
     from sam_core.cli import main

@@ -212,24 +212,17 @@ def test_automatic_masks_operator_and_apply_model_store_the_same(dim_nuclei, plu
         dataset.delete()
 
 
-def test_five_channel_tiff_channel_choice_every_fiftyone_path(tmp_path, plugin_ready):
+def test_five_channel_tiff_channel_choice_every_fiftyone_path(five_channel_tiff, plugin_ready):
     """A (96, 128, 5) uint16 TIFF with the object only in channel 2: the operator (channel 2)
     and apply_model (channels=2) give the API's mask; without a choice the sample fails with
     the reason, and nothing is stored."""
     import fiftyone as fo
     import fiftyone.operators as foo
-    import tifffile
 
     from sam_core.session import Session
     from samscope_fiftyone.model import SamscopeModel
 
-    rng = np.random.default_rng(3)
-    data = rng.integers(900, 1000, (96, 128, 5), dtype=np.uint16)
-    yy, xx = np.mgrid[0:96, 0:128]
-    truth = (xx - 70) ** 2 + (yy - 45) ** 2 < 18**2
-    data[..., 2][truth] = 3000
-    path = tmp_path / "five.tif"
-    tifffile.imwrite(path, data)
+    path, truth = five_channel_tiff
     click = fo.Keypoint(label="object", points=[[70.5 / 128, 45.5 / 96]])
     dataset = _new_dataset("samscope-test-channels", path, fo.Keypoints(keypoints=[click]))
     try:

@@ -70,15 +70,9 @@ def test_dim_16_bit_nuclei(annotator, qtbot, tmp_path, nuclei_dir):
     assert mask_iou(mask, gt == obj) > 0.8
 
 
-def test_five_channel_tiff_opens_as_channels(annotator, qtbot, tmp_path):
+def test_five_channel_tiff_opens_as_channels(annotator, qtbot, five_channel_tiff):
     viewer, widget = annotator
-    rng = np.random.default_rng(3)
-    data = rng.integers(900, 1000, (96, 128, 5), dtype=np.uint16)
-    yy, xx = np.mgrid[0:96, 0:128]
-    truth = (xx - 70) ** 2 + (yy - 45) ** 2 < 18**2
-    data[..., 2][truth] = 3000
-    path = tmp_path / "five.tif"
-    tifffile.imwrite(path, data)
+    path, truth = five_channel_tiff
 
     layers = _open(viewer, path)
     assert [ly.data.shape for ly in layers] == [(96, 128)] * 5  # channels, not 96 slices
