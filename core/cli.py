@@ -314,19 +314,19 @@ def add_axes_option(group) -> None:
     )
 
 
-def _read_input(args: argparse.Namespace, session) -> tuple[object, str]:
-    """(SessionImage, stem) of the IMAGE file or the --sample image."""
+def _read_input(args: argparse.Namespace) -> tuple[object, str]:
+    """(SessionImage, stem) of the IMAGE file or the --sample image (core's reading rules)."""
+    from .session import as_session_image
+
     if (args.image is None) == (args.sample is None):
         raise CliError("give either an IMAGE file or --sample NAME")
     source = load_sample(args.sample) if args.sample else Path(args.image)
-    image = session.load(source, args.channel, args.normalization, getattr(args, "axes", None))
+    image = as_session_image(source, args.channel, args.normalization, getattr(args, "axes", None))
     return image, args.sample or Path(args.image).stem
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from .session import Session
-
-    image, stem = _read_input(args, Session(args.model))  # reading needs no model
+    image, stem = _read_input(args)  # read and checked before the model is loaded
     z = args.slice
     if image.is_stack and z is None:
         raise CliError(

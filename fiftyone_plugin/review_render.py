@@ -10,25 +10,23 @@ import numpy as np
 from matplotlib.figure import Figure  # no pyplot: no global state, safe in worker threads
 from matplotlib.patches import Rectangle
 
+from sam_core.image_input import as_rgb_uint8_or_float
 from sam_core.mask_geometry import bounding_box
 
 MASK_RGB = (0.12, 0.56, 1.0)
 
 
 def display_rgb(image: np.ndarray) -> np.ndarray:
-    """(H, W) or (H, W, C) image of any dtype → (H, W, 3) float 0–1 for display
-    (1st–99.8th percentile stretch for non-uint8 data)."""
+    """(H, W) or (H, W, C) image of any dtype → (H, W, 3) float 0–1 for display, with core's
+    intensity rule (`sam_core.image_input.as_rgb_uint8_or_float`: uint8 as is, else the
+    1st–99.8th percentile stretch). Data with other than 1, 3 or uint8-RGBA channels shows its
+    first three (which channel a mask was made on is not stored on the detection)."""
     image = np.asarray(image)
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[..., 0]
-    if image.ndim == 3:
-        image = image[..., :3]
-    if image.dtype == np.uint8:
-        rgb = image.astype(np.float32) / 255.0
-    else:
-        low, high = np.percentile(image, (1.0, 99.8))
-        rgb = np.clip((image.astype(np.float32) - low) / max(high - low, 1e-6), 0.0, 1.0)
-    return np.repeat(rgb[..., None], 3, axis=2) if rgb.ndim == 2 else rgb
+    channels = None
+    rgba = image.ndim == 3 and image.shape[2] == 4 and image.dtype == np.uint8
+    if image.ndim == 3 and image.shape[2] not in (1, 3) and not rgba:
+        channels = (0, 1, 2) if image.shape[2] >= 3 else 0
+    return as_rgb_uint8_or_float(image, channels).astype(np.float32) / 255.0
 
 
 def zoom_window(
