@@ -24,10 +24,15 @@ from .mask_upsampling import upsample_to_numpy
 from .modeling.sam import SamModel
 from .modeling.two_way_transformer import SharedImageSide
 from .prompts import PromptBatch, build_prompts
+from .threads import prompt_threads, scoped_threads
 
 # Prompts decoded per forward pass in batched calls: bounds memory (~17 MB per prompt in
 # flight; 16 is as fast as 64 on a 2-core CPU and needs 1.2 GB less).
 DECODER_CHUNK = 16
+# Calls with at most this many prompts are latency-bound: they run on as many threads as the
+# machine has idle cores (`threads.prompt_threads`), so a busy machine does not stall them at
+# OpenMP barriers. Larger batches keep PyTorch's thread count (throughput).
+LATENCY_BOUND_PROMPTS = 4
 
 
 class Predictor:
@@ -80,9 +85,14 @@ class Predictor:
         channels: int | Sequence[int] | None = None,
         normalization: Normalization = "auto",
     ) -> ImageEmbedding:
-        """Embed `image` and make it the current image; returns the embedding for reuse."""
+        """Embed `image` and make it the current image; returns the embedding for reuse.
+
+        Also precomputes the decoder's per-image terms (`MaskDecoder.share_image_side`), so
+        the first prompt costs no more than the next ones.
+        """
         embedding = self.compute_embedding(image, channels, normalization)
         self._embedding = embedding
+        self._prepare_shared_image_side()
         return embedding
 
     def set_embedding(self, embedding: ImageEmbedding) -> None:
@@ -132,11 +142,17 @@ class Predictor:
         (M, 256, 256) float32, with M = 3 or 1 (and a leading B axis for batches). Full-size
         masks are upsampled a few at a time into the output array (`upsample_to_numpy`), so
         memory grows by the output plus about 100 MB, whatever the batch size.
+        A call with few prompts (`LATENCY_BOUND_PROMPTS`) uses only the machine's idle cores
+        (at least one; see `threads`), which keeps its latency steady when the CPU is busy.
         """
         embedding = self.embedding
         prompts = build_prompts(embedding.geometry, points, labels, box, mask_input)
-        low_res, scores = self.predict_low_res(prompts, multimask)
-        masks = upsample_to_numpy(low_res, embedding.geometry, return_logits)
+        threads = torch.get_num_threads()
+        if prompts.size <= LATENCY_BOUND_PROMPTS and self.device.type == "cpu":
+            threads = prompt_threads(threads)
+        with scoped_threads(threads):
+            low_res, scores = self.predict_low_res(prompts, multimask)
+            masks = upsample_to_numpy(low_res, embedding.geometry, return_logits)
         outputs = (masks, scores.cpu().numpy(), low_res.cpu().numpy())
         if not prompts.batched:
             outputs = tuple(o[0] for o in outputs)
@@ -172,6 +188,12 @@ class Predictor:
                 features, self._positional_encoding(), sparse, dense, multimask, shared
             )
         return logits.float(), scores.float()
+
+    @torch.inference_mode()
+    def _prepare_shared_image_side(self) -> None:
+        with autocast(self.device, self.precision):
+            _, no_mask_dense = self.model.prompt_encoder(None, None, None)
+            self._shared_image_side(self.embedding.features, no_mask_dense)
 
     def _shared_image_side(
         self, features: torch.Tensor, no_mask_dense: torch.Tensor

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .common import encoder_neck
+from .common import encoder_neck, fused_conv2d, fused_linear, linear_gelu
 
 
 class ConvBN(nn.Sequential):
@@ -45,7 +45,10 @@ class ConvBN(nn.Sequential):
 
     def _folded_weights(self) -> tuple[torch.Tensor, torch.Tensor]:
         sources = self._sources()
-        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in sources)
+        # Inference-mode tensors may not enter autograd: a cache made under inference_mode
+        # is rebuilt for a later pass with autograd (e.g. an eval-mode encoder being tuned).
+        versions = ((t.data_ptr(), t._version, t.dtype, t.device) for t in sources)
+        key = (torch.is_inference_mode_enabled(), *versions)
         if self._folded is None or self._folded[0] != key:
             conv_w, gamma, beta, mean, var = (t.detach() for t in sources)
             scale = gamma / torch.sqrt(var + self.bn.eps)
@@ -53,12 +56,18 @@ class ConvBN(nn.Sequential):
             self._folded = (key, weight, beta - mean * scale)
         return self._folded[1], self._folded[2]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, gelu: bool = False, add: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """x: (B, C, H, W) → BN(conv(x)) [+ add] [then GELU]; in eval mode one fused kernel
+        with the folded weights where possible (`common.fused_conv2d`)."""
         if self.training:
-            return super().forward(x)
+            out = super().forward(x)
+            out = out if add is None else out + add
+            return F.gelu(out) if gelu else out
         weight, bias = self._folded_weights()
         c = self.c
-        return F.conv2d(x, weight, bias, c.stride, c.padding, c.dilation, c.groups)
+        return fused_conv2d(x, weight, bias, c.stride, c.padding, c.groups, gelu, add)
 
 
 class PatchEmbed(nn.Module):
@@ -73,7 +82,7 @@ class PatchEmbed(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.seq(x)
+        return self.seq[2](self.seq[0](x, gelu=True))  # seq[1] is that GELU
 
 
 class MBConv(nn.Module):
@@ -88,9 +97,8 @@ class MBConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, H, W) → (B, C, H, W)."""
-        y = F.gelu(self.conv1(x))
-        y = F.gelu(self.conv2(y))
-        return F.gelu(self.conv3(y) + x)
+        y = self.conv2(self.conv1(x, gelu=True), gelu=True)
+        return self.conv3(y, gelu=True, add=x)
 
 
 class PatchMerging(nn.Module):
@@ -104,9 +112,7 @@ class PatchMerging(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, C, H, W) → (B, C', H', W')."""
-        x = F.gelu(self.conv1(x))
-        x = F.gelu(self.conv2(x))
-        return self.conv3(x)
+        return self.conv3(self.conv2(self.conv1(x, gelu=True), gelu=True))
 
 
 def _offset_index(window: int) -> torch.Tensor:
@@ -138,16 +144,29 @@ class TinyViTAttention(nn.Module):
         index = _offset_index(window)
         self.attention_biases = nn.Parameter(torch.zeros(num_heads, int(index.max()) + 1))
         self.register_buffer("attention_bias_idxs", index, persistent=False)
+        self._bias_cache: tuple[tuple, torch.Tensor] | None = None
+
+    def _bias(self, dtype: torch.dtype) -> torch.Tensor:
+        """(1, heads, N, N) additive attention bias; in eval mode gathered once and reused
+        until the table, its dtype or device changes (loading weights, `.to`)."""
+        table = self.attention_biases
+        if self.training or torch.is_grad_enabled():
+            return table[:, self.attention_bias_idxs].to(dtype)[None]
+        key = (table.data_ptr(), table._version, table.device, dtype)
+        if self._bias_cache is None or self._bias_cache[0] != key:
+            bias = table.detach()[:, self.attention_bias_idxs].to(dtype)[None].contiguous()
+            self._bias_cache = (key, bias)
+        return self._bias_cache[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, N, C) tokens of B windows, N = window² → (B, N, C)."""
         b, n, _ = x.shape
-        qkv = self.qkv(self.norm(x)).view(b, n, self.num_heads, 3 * self.head_dim)
+        qkv = fused_linear(self.norm(x), self.qkv).view(b, n, self.num_heads, 3 * self.head_dim)
         q, k, v = qkv.permute(0, 2, 1, 3).split(self.head_dim, dim=-1)  # per-head [q | k | v]
         # A 4-D mask lets SDPA use its fused CPU kernel (a 3-D one falls back to the slow path).
-        bias = self.attention_biases[:, self.attention_bias_idxs].to(q.dtype)[None]
+        bias = self._bias(q.dtype)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        return self.proj(out.transpose(1, 2).reshape(b, n, -1))
+        return fused_linear(out.transpose(1, 2).reshape(b, n, -1), self.proj)
 
 
 class TinyViTMlp(nn.Module):
@@ -160,7 +179,7 @@ class TinyViTMlp(nn.Module):
         self.fc2 = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(self.norm(x))))
+        return fused_linear(linear_gelu(self.norm(x), self.fc1), self.fc2)
 
 
 class TinyViTBlock(nn.Module):
@@ -188,11 +207,68 @@ class TinyViTBlock(nn.Module):
         out = self.attn(windows).view(b, nh, nw, win, win, c).transpose(2, 3).reshape(b, hp, wp, c)
         return out[:, :h, :w] if (pad_h or pad_w) else out
 
+    def _attention_residual_inference(self, x: torch.Tensor) -> torch.Tensor:
+        """x + windowed attention(x), (B, H, W, C) → (B, H, W, C), without autograd.
+
+        The same numbers as `x + _windowed_attention(x)` with two passes over the activations
+        fewer: the grid is copied straight into the zero-padded window batch (no padded grid
+        first), and the residual sum is written straight from the windows (no un-windowed,
+        cropped copy first). Both go block by block: whole windows, then the partial last
+        row / column of windows.
+        """
+        b, h, w, c = x.shape
+        win = self.window
+        nh, nw = -(-h // win), -(-w // win)
+        windows = x.new_empty(b, nh, nw, win, win, c)
+        padded = windows.permute(0, 1, 3, 2, 4, 5)  # (B, nh, win, nw, win, C) = padded grid
+        rest_h, rest_w = h - (nh - 1) * win, w - (nw - 1) * win
+        if rest_h < win:
+            padded[:, -1, rest_h:].zero_()
+        if rest_w < win:
+            padded[:, :, :, -1, rest_w:].zero_()
+        blocks = [(r, k) for r in _window_blocks(h, win) for k in _window_blocks(w, win)]
+        for (ys, iy, wy), (xs, ix, wx) in blocks:
+            target = padded[:, iy, wy, ix, wx]  # (B, ny, wy, nx, wx, C)
+            target.copy_(
+                x[:, ys, xs].unflatten(1, target.shape[1:3]).unflatten(3, target.shape[3:5])
+            )
+        out = self.attn(windows.view(-1, win * win, c)).view(b, nh, nw, win, win, c)
+        out = out.permute(0, 1, 3, 2, 4, 5)
+        result = torch.empty_like(x)
+        for (ys, iy, wy), (xs, ix, wx) in blocks:
+            part = out[:, iy, wy, ix, wx]
+            grid_shape = (part.shape[1:3], part.shape[3:5])
+            torch.add(
+                x[:, ys, xs].unflatten(1, grid_shape[0]).unflatten(3, grid_shape[1]),
+                part,
+                out=result[:, ys, xs].unflatten(1, grid_shape[0]).unflatten(3, grid_shape[1]),
+            )
+        return result
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (B, H, W, C) → (B, H, W, C)."""
-        x = x + self._windowed_attention(x)
+        if torch.is_grad_enabled() or (x.shape[1] == self.window and x.shape[2] == self.window):
+            x = x + self._windowed_attention(x)
+        else:
+            x = self._attention_residual_inference(x)
         x = self.local_conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)  # not residual
-        return x + self.mlp(x)
+        return self.mlp(x).add_(x)
+
+
+def _window_blocks(size: int, window: int) -> list[tuple[slice, slice, slice]]:
+    """Split a grid axis of `size` cells into the whole windows and the partial last one.
+
+    Returns [(cells of the grid, window indices, cells within each window)], one entry per
+    part present: e.g. size 64, window 14 → 4 whole windows (cells 0-55) and window 4's
+    first 8 cells (cells 56-63).
+    """
+    full, rest = divmod(size, window)
+    blocks = []
+    if full:
+        blocks.append((slice(0, full * window), slice(0, full), slice(0, window)))
+    if rest:
+        blocks.append((slice(full * window, size), slice(full, full + 1), slice(0, rest)))
+    return blocks
 
 
 class ConvStage(nn.Module):

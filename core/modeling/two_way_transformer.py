@@ -25,14 +25,18 @@ class SharedImageSide(NamedTuple):
     """Layer-0 projections of the image side, the same for every prompt without a mask input.
 
     Computing them once per image saves the token→image key and value projections of the
-    first layer for every prompt. key_t2i/value_t2i: those projections; image_keys: the image
-    plus its positional encoding (the image→token queries, folded per prompt).
+    first layer for every prompt, and the query projection of its image→token attention.
+    key_t2i/value_t2i: the token→image key/value projections; image_keys: the image plus its
+    positional encoding; query_i2t: image_keys projected by the image→token query projection
+    (with its bias), so each prompt's attention logits cost heads·T·HW·C/heads multiply-adds
+    instead of heads·T·HW·C.
     """
 
     image: torch.Tensor  # (1, HW, C) image embedding plus the dense "no mask" embedding
     key_t2i: Projected
     value_t2i: Projected
     image_keys: torch.Tensor  # (1, HW, C)
+    query_i2t: Projected  # (1, heads, HW, C_inner/heads)
 
 
 class ProjectedAttention(nn.Module):
@@ -77,9 +81,16 @@ class ProjectedAttention(nn.Module):
         the projections of the long side are folded into the short side (same result, fewer
         FLOPs: see `_attend_few_queries` / `_attend_few_keys`).
         """
+        inner = self.q_proj.out_features
+        if (
+            isinstance(q, Projected)
+            and not isinstance(k, Projected)
+            and not isinstance(v, Projected)
+            and self.num_heads * k.shape[1] < inner
+        ):
+            return self._attend_projected_queries(q, k, v, residual)
         if not any(isinstance(t, Projected) for t in (q, k, v)):
             n_q, n_k = q.shape[1], k.shape[1]
-            inner = self.q_proj.out_features
             if self.num_heads * n_q < inner and n_k > n_q:
                 return self._attend_few_queries(q, k, v)
             if self.num_heads * n_k < inner and n_q > n_k:
@@ -160,6 +171,40 @@ class ProjectedAttention(nn.Module):
             return weights.transpose(1, 2) @ values
         return torch.baddbmm(residual.expand(b, -1, -1), weights.transpose(1, 2), values)
 
+    def _attend_projected_queries(
+        self,
+        q: Projected,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        residual: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Many already projected queries (N image positions, shared by the batch) over few
+        keys (T tokens); the same result as `_attend_few_keys` on the unprojected queries.
+
+        The logits are q_h · k_h with q_h = W_q,h y + b_q,h precomputed once per image, so a
+        prompt pays heads·T·N·head_dim multiply-adds for them instead of heads·T·N·C; values
+        and output projection are folded as in `_attend_few_keys`.
+        q: Projected (1, heads, N, head_dim); k, v: (B, T, C); residual: (B|1, N, C) or None
+        → (B, N, C).
+        """
+        b, t, _ = k.shape
+        heads = self.num_heads
+        head_dim = self.q_proj.out_features // heads
+        queries = q.heads[0]  # (heads, N, head_dim)
+        n = queries.shape[1]
+        k_heads = self.k_proj(k).view(b * t, heads, head_dim).transpose(0, 1)  # (heads, B*T, d)
+        # One GEMM per head over the whole batch: (heads, B*T, d) @ (heads, d, N).
+        logits = torch.bmm(k_heads * head_dim**-0.5, queries.transpose(1, 2))
+        weights = torch.softmax(logits.view(heads, b, t, n), dim=2)
+        weights = weights.transpose(0, 1).reshape(b, heads * t, n)
+        v_heads = self.v_proj(v).view(b, t, heads, head_dim)
+        w_o = self.out_proj.weight.view(-1, heads, head_dim)  # (C_out, heads, head_dim)
+        values = torch.einsum("bthd,ohd->bhto", v_heads, w_o).reshape(b, heads * t, -1)
+        values = values + self.out_proj.bias / heads
+        if residual is None:
+            return weights.transpose(1, 2) @ values
+        return torch.baddbmm(residual.expand(b, -1, -1), weights.transpose(1, 2), values)
+
 
 class TokenMLP(nn.Module):
     """Linear → ReLU → Linear on each token (keys `lin1`, `lin2`)."""
@@ -214,13 +259,15 @@ class TwoWayBlock(nn.Module):
         if shared is None:
             image_keys = image + image_pe
             key_t2i, value_t2i = image_keys, image
+            query_i2t: torch.Tensor | Projected = image_keys
         else:
-            image_keys, key_t2i, value_t2i = shared.image_keys, shared.key_t2i, shared.value_t2i
+            key_t2i, value_t2i = shared.key_t2i, shared.value_t2i
+            query_i2t = shared.query_i2t
         tokens = tokens + self.cross_attn_token_to_image(tokens + token_pe, key_t2i, value_t2i)
         tokens = self.norm2(tokens)
         tokens = self.norm3(tokens + self.mlp(tokens))
 
-        image = self.cross_attn_image_to_token(image_keys, tokens + token_pe, tokens, image)
+        image = self.cross_attn_image_to_token(query_i2t, tokens + token_pe, tokens, image)
         return tokens, self.norm4(image)
 
     def share_image_side(self, image: torch.Tensor, image_pe: torch.Tensor) -> SharedImageSide:
@@ -231,6 +278,7 @@ class TwoWayBlock(nn.Module):
             self.cross_attn_token_to_image.project_k(image_keys),
             self.cross_attn_token_to_image.project_v(image),
             image_keys,
+            self.cross_attn_image_to_token.project_q(image_keys),
         )
 
 
