@@ -5,7 +5,10 @@
     samscope predict img.png --point 40,60 --model runs/nuclei/model.pth
 
 Writes ``model.pth`` (official-format weights), ``best.pth``, ``model.json`` (card) and
-``resume.pth`` to ``--out``; running the same command again resumes an interrupted run.
+``resume.pth`` to ``--out``; running the same command again resumes an interrupted run. To
+train further on new labels (the data engine's retrain, paper §4), start a new run from the
+last model: ``--model runs/nuclei/model.pth --out runs/nuclei2`` (the new card names that
+file and its sha256 as its base); a finished run in ``--out`` is not silently "resumed".
 """
 
 from __future__ import annotations
@@ -103,7 +106,7 @@ def run_finetune(args: argparse.Namespace) -> int:
 
     from .cli import _say
     from .cli_evaluate import load_labelled_set
-    from .loading import load_model
+    from .loading import load_model, weights_fingerprint
     from .training import FinetuneConfig, finetune, split_samples
 
     for name in ("epochs", "objects_per_step"):
@@ -121,7 +124,11 @@ def run_finetune(args: argparse.Namespace) -> int:
         if not 0 < count < len(samples):
             raise FinetuneUsageError(f"--val-count must be between 1 and {len(samples) - 1}")
         train, val = split_samples(samples, count, args.seed)
+    if not args.restart:
+        _refuse_finished_run(args.out, args.epochs, args.model)
     model = load_model(args.model, device="cpu", arch=args.arch)
+    if getattr(model, "checkpoint_path", None) is not None:
+        weights_fingerprint(model)  # the card's base_sha256 for a checkpoint-file base too
     config = FinetuneConfig(
         epochs=args.epochs,
         lr=args.lr,
@@ -172,6 +179,30 @@ def run_finetune(args: argparse.Namespace) -> int:
         _search_automatic_thresholds(model, val, args.out, card)
     _say(f"wrote    {args.out}/model.pth (load with --model {args.out}/model.pth), model.json")
     return 0
+
+
+def _refuse_finished_run(out: Path, epochs: int, model: str) -> None:
+    """FinetuneUsageError when `out` holds a run that already did `epochs` epochs: resuming it
+    would train no further while its card named the new data (the retrain of the data engine
+    starts a new run from that run's model instead)."""
+    import json
+
+    from .training.checkpointing import CARD_FILE, MODEL_FILE, RESUME_FILE
+
+    out = Path(out).expanduser()
+    if not (out / RESUME_FILE).is_file() or not (out / CARD_FILE).is_file():
+        return
+    try:
+        done = int(json.loads((out / CARD_FILE).read_text()).get("epochs_done", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return  # a damaged card: the resume itself reports it
+    if done >= epochs:
+        raise FinetuneUsageError(
+            f"{out} holds a finished run ({done} of --epochs {epochs} done), so there is nothing "
+            f"to resume. To train further on new labels start from its model in a new folder: "
+            f"--model {out / MODEL_FILE} --out <new folder> (base now: {model}); "
+            "or --restart to start this folder over"
+        )
 
 
 def _search_automatic_thresholds(model, val, out: Path, card: dict) -> None:

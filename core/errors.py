@@ -45,3 +45,8 @@ class NotReadyError(SamscopeError, RuntimeError):
 
 class OutputError(SamscopeError, OSError):
     """An output that can't be written: a read-only folder, two inputs with one output name."""
+
+
+class ProvenanceError(SamscopeError, ValueError):
+    """A provenance record or file that can't be used: another schema, a newer schema version,
+    missing fields, a model that can't be found, a mask that can't be regenerated."""

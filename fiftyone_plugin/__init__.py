@@ -19,8 +19,11 @@ def register(p) -> None:
         from samscope_fiftyone.operators import (
             AutomaticMasks,
             EvaluateMasks,
+            ExportReviewed,
+            ImportLabels,
             PromptedMasks,
             RateMask,
+            RefineMasks,
         )
         from samscope_fiftyone.panels import MaskReviewPanel, QualityReportPanel
     except ModuleNotFoundError as exc:
@@ -31,7 +34,15 @@ def register(p) -> None:
             "that runs FiftyOne (the App server, delegated runs): pip install 'samscope[fiftyone]'"
         ) from exc
 
-    for operator in (PromptedMasks, AutomaticMasks, EvaluateMasks, RateMask):
+    for operator in (
+        PromptedMasks,
+        AutomaticMasks,
+        EvaluateMasks,
+        RateMask,
+        RefineMasks,
+        ExportReviewed,
+        ImportLabels,
+    ):
         p.register(operator)
     p.register(MaskReviewPanel)
     p.register(QualityReportPanel)

@@ -136,6 +136,7 @@ def records_to_detections(
     stem: str = "mask",
     label: str = "object",
     disk_mask_pixels: int = DISK_MASK_PIXELS,
+    provenance: list[dict] | None = None,
 ) -> fo.Detections:
     """Automatic-mask records of an image of `image_hw` (H, W) px → `fo.Detections`.
 
@@ -143,13 +144,15 @@ def records_to_detections(
     box-local mask of ``output_mode="cropped_mask"``; full masks and RLE are cut to their box),
     ``bbox`` [x, y, w, h] px, ``predicted_iou``, ``stability_score``, ``point_coords`` [[x, y]]
     px, ``area``. Masks larger than `disk_mask_pixels` go to ``<mask_dir>/<stem>_<i>.png``
-    (if mask_dir).
+    (if mask_dir). provenance: one record dict per record (`sam_core.provenance`), kept as
+    the detection's ``samscope_provenance``.
     """
     detections = []
     for index, record in enumerate(records):
         local, (x0, y0, _, _) = decode_segmentation(dict(record), image_hw)
         mask_file = None if mask_dir is None else Path(mask_dir) / f"{stem}_{index:04d}.png"
         points = [[float(v) for v in p] for p in record.get("point_coords", [])]
+        extra = {} if provenance is None else {"samscope_provenance": provenance[index]}
         detection = local_mask_to_detection(
             local,
             (x0, y0),
@@ -162,6 +165,7 @@ def records_to_detections(
             prompt_points=points,
             prompt_labels=[1] * len(points),
             area=int(record.get("area", int(np.count_nonzero(local)))),
+            **extra,
         )
         if detection is not None:
             detections.append(detection)

@@ -19,6 +19,7 @@ import numpy as np
 
 from sam_core import ImageError
 from sam_core.image_input import Normalization
+from sam_core.provenance import predict_best_recorded
 from sam_core.session import Channels, Session, SessionImage
 
 from .conversion import DISK_MASK_PIXELS, crop_to_box, local_mask_to_detection
@@ -69,17 +70,26 @@ def sample_image(
     return session.load(np.asarray(array), channels=channels, normalization=normalization)
 
 
-def _prompt_detection(session: Session, embedding, prompt: ObjectPrompt, image_hw, **kwargs):
+def _prompt_detection(
+    session: Session, image: SessionImage, embedding, prompt: ObjectPrompt, **kwargs
+):
     """One prompt → one `fo.Detection` (or None for an empty mask), the full-size mask cut to
-    its box at once. The ambiguity rule (one click: best of 3) is the session's."""
+    its box at once, with its provenance record (``samscope_provenance``, a dict of schema
+    `sam_core.provenance`). The ambiguity rule (one click: best of 3) is the session's."""
     points = prompt.points_xy if len(prompt.points_xy) else None
     labels = prompt.point_labels if points is not None else None
-    mask, score = session.predict_best(embedding, points, labels, prompt.box_xyxy)
+    mask, score, record = predict_best_recorded(
+        session, image, embedding, points, labels, prompt.box_xyxy
+    )
     cropped = crop_to_box(mask)
     del mask
     if cropped is None:
         return None
-    extra: dict[str, Any] = {"predicted_iou": score, "prompt_type": prompt.kind}
+    extra: dict[str, Any] = {
+        "predicted_iou": score,
+        "prompt_type": prompt.kind,
+        "samscope_provenance": record.to_dict(),
+    }
     if prompt.box_xyxy is not None:
         extra["prompt_box"] = [float(v) for v in prompt.box_xyxy]
     else:
@@ -88,7 +98,7 @@ def _prompt_detection(session: Session, embedding, prompt: ObjectPrompt, image_h
     if prompt.source_id is not None:
         extra["prompt_id"] = prompt.source_id
     local, (x0, y0, _, _) = cropped
-    return local_mask_to_detection(local, (x0, y0), image_hw, prompt.label, **kwargs, **extra)
+    return local_mask_to_detection(local, (x0, y0), image.image_hw, prompt.label, **kwargs, **extra)
 
 
 def prompted_detections(
@@ -104,8 +114,9 @@ def prompted_detections(
 
     Each detection has the prompt's label, ``predicted_iou`` (and ``confidence``), the prompt
     that made it (``prompt_box`` xyxy px, or ``prompt_points`` [[x, y]] px + ``prompt_labels``)
-    and ``prompt_id``. Masks with more than `disk_mask_pixels` box pixels go to
-    ``<mask_dir>/<stem>_<i>.png`` (if mask_dir). Raises PromptError for bad prompts.
+    and ``prompt_id``, and ``samscope_provenance`` (how it was made). Masks with more than
+    `disk_mask_pixels` box pixels go to ``<mask_dir>/<stem>_<i>.png`` (if mask_dir).
+    Raises PromptError for bad prompts.
     """
     height, width = image.image_hw
     prompts = prompts_from_label(prompt_label, width, height)
@@ -116,9 +127,9 @@ def prompted_detections(
             mask_file = None if mask_dir is None else f"{mask_dir}/{stem}_{index:04d}.png"
             detection = _prompt_detection(
                 session,
+                image,
                 embedding,
                 prompt,
-                image.image_hw,
                 mask_file=mask_file,
                 disk_mask_pixels=disk_mask_pixels,
             )

@@ -3,7 +3,8 @@
 Each rating is appended to the detection's ``ratings`` list attribute as
 ``{"rating": 1..10, "reviewer": str, "time": ISO-8601 UTC, "seconds": float | None}``, with a
 single database ``$push``: it is saved the moment it is given, and two reviewers (or two
-ratings by one reviewer) are all kept.
+ratings by one reviewer) are all kept. Review flags (``review_flags``, the provenance's
+unclear-boundary / uncertain / reviewed) and a class (the label) are set with `save_flags`.
 """
 
 from __future__ import annotations
@@ -114,6 +115,15 @@ def review_queue(
     return refs
 
 
+def _detection_filter(ref: MaskRef) -> dict[str, Any]:
+    """The sample only if `ref`'s field holds that detection: a deleted field or detection
+    then matches nothing (a RatingError naming it) instead of a database error."""
+    return {
+        "_id": ObjectId(ref.sample_id),
+        f"{ref.field}.detections._id": ObjectId(ref.detection_id),
+    }
+
+
 def save_rating(
     dataset, ref: MaskRef, rating: Any, reviewer: str, seconds: float | None = None
 ) -> dict[str, Any]:
@@ -133,7 +143,7 @@ def save_rating(
         "seconds": None if seconds is None else round(float(seconds), 2),
     }
     result = dataset._sample_collection.update_one(
-        {"_id": ObjectId(ref.sample_id)},
+        _detection_filter(ref),
         {"$push": {f"{ref.field}.detections.$[d].ratings": entry}},
         array_filters=[{"d._id": ObjectId(ref.detection_id)}],
     )
@@ -143,6 +153,34 @@ def save_rating(
         )
     dataset.reload()  # in-memory samples see the new rating
     return entry
+
+
+def save_flags(dataset, ref: MaskRef, flags: Iterable[str], label: str | None = None) -> list[str]:
+    """Set a detection's review flags (``review_flags``: any of unclear-boundary, uncertain,
+    reviewed, as napari's annotator sets them) and, if given, its class (the detection's
+    label), in the database, now. They travel with the ratings into the provenance of
+    exported masks (`samscope_fiftyone.engine.export_reviewed`).
+    Returns the flags stored. Raises RatingError for an unknown flag or mask."""
+    from sam_core.provenance import FLAGS
+
+    flags = list(dict.fromkeys(str(f) for f in flags))
+    unknown = [f for f in flags if f not in FLAGS]
+    if unknown:
+        raise RatingError(f"unknown review flag(s) {unknown}; flags are {', '.join(FLAGS)}")
+    changes: dict[str, Any] = {f"{ref.field}.detections.$[d].review_flags": flags}
+    if label is not None:
+        changes[f"{ref.field}.detections.$[d].label"] = str(label)
+    result = dataset._sample_collection.update_one(
+        _detection_filter(ref),
+        {"$set": changes},
+        array_filters=[{"d._id": ObjectId(ref.detection_id)}],
+    )
+    if result.matched_count != 1:
+        raise RatingError(
+            f"no detection {ref.detection_id} in field {ref.field!r} of sample {ref.sample_id}"
+        )
+    dataset.reload()
+    return flags
 
 
 def rating_rows(collection, fields: Iterable[str]) -> list[dict[str, Any]]:

@@ -33,17 +33,28 @@ from .annotator_layers import (
     HelperLayersMixin,
     layer_key,
 )
+from .annotator_provenance import ProvenanceMixin, image_path_of, prompted_record
+from .annotator_review import ReviewMixin
 from .annotator_stack import StackJobsMixin
 from .annotator_ui import build_controls
 from .candidates import Candidates, default_choice
 from .image_source import ImageLayout, layout_of, session_image
 from .layer_transforms import to_image_pixels
+from .prefill import PrefillMixin
 from .prompts import SlicePrompts, slice_prompts
 
 __all__ = ["BOXES", "NEW_LABELS", "POINTS", "PREVIEW", "AnnotatorWidget"]
 
 
-class AnnotatorWidget(HelperLayersMixin, CommitMixin, StackJobsMixin, QWidget):
+class AnnotatorWidget(
+    HelperLayersMixin,
+    CommitMixin,
+    ProvenanceMixin,
+    PrefillMixin,
+    ReviewMixin,
+    StackJobsMixin,
+    QWidget,
+):
     """Interactive annotator; construct with the viewer (npe2 passes `napari_viewer`)."""
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
@@ -311,6 +322,7 @@ class AnnotatorWidget(HelperLayersMixin, CommitMixin, StackJobsMixin, QWidget):
             return
         model, data, rgb, channel = self._embedding_job_parts()
         z, generation = self.current_z(), self._generation
+        image_path = image_path_of(self.image_layer())
         self._busy("segmenting (the first click on a slice computes its embedding)…")
 
         def work() -> tuple[int, Candidates]:
@@ -322,7 +334,11 @@ class AnnotatorWidget(HelperLayersMixin, CommitMixin, StackJobsMixin, QWidget):
                 box=prompts.box_xyxy,
                 multimask=prompts.ambiguous,
             )
-            return generation, Candidates(z, masks, scores, logits, default_choice(masks, scores))
+            choice = default_choice(masks, scores)
+            record = prompted_record(
+                self.session(model), data, rgb, channel, z, prompts, masks, choice, image_path
+            )
+            return generation, Candidates(z, masks, scores, logits, choice, record)
 
         self._preview_worker = jobs.start_function_job(work, self._on_preview, "segmentation")
 

@@ -1,4 +1,6 @@
-"""The annotator's commit (C) and undo (U): write the previewed object into a Labels layer."""
+"""The annotator's commit (C) and undo (U): write the previewed object into a Labels layer,
+with its provenance record in the layer's metadata (`layer_provenance`); undo puts the previous
+records back. Undo items are (labels layer, CommitRecord, records before the commit)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from napari.utils.notifications import show_error, show_info
 
 from sam_core.errors import SamscopeError
 
+from . import layer_provenance
 from .annotation import commit_object, undo_commit
 from .annotator_layers import NEW_LABELS, POINTS
 
@@ -45,11 +48,14 @@ class CommitMixin:
             return
         try:
             labels = self.target_labels()
+            provenance = self._commit_provenance()
+            before = layer_provenance.snapshot(labels)
             record = commit_object(labels.data, self.object_masks, self.overwrite_check.isChecked())
         except SamscopeError as exc:
             show_error(str(exc))
             return
-        self.undo_stack.push((labels, record))
+        self._store_provenance(labels, record, provenance)
+        self.undo_stack.push((labels, record, before))
         labels.refresh()
         self.clear_prompts()
         if self.helper(POINTS) is not None:  # keep clicking: new labels layers become active
@@ -64,10 +70,12 @@ class CommitMixin:
         if item is None:
             show_info("nothing to undo")
             return
-        labels, record = item
+        labels, record, provenance_before = item
         if labels not in self.viewer.layers:
             show_error(f"can't undo: the labels layer {labels.name!r} was removed")
             return
         undo_commit(labels.data, record)
+        layer_provenance.restore(labels, provenance_before)
         labels.refresh()
+        self._provenance_changed(labels)
         self._set_status(f"undid object {record.label_id}")

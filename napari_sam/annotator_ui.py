@@ -20,6 +20,9 @@ from qtpy.QtWidgets import (
 
 from sam_core import DEFAULT_MODEL, list_models
 
+from .annotator_review import build_review_controls
+from .prefill import build_prefill_controls
+
 if TYPE_CHECKING:
     from .annotator import AnnotatorWidget
 
@@ -93,4 +96,6 @@ def build_controls(widget: AnnotatorWidget) -> None:
     layout.addLayout(rows)
     for child in (widget.mode_label, widget.mask_label, widget.progress, widget.status_label):
         layout.addWidget(child)
+    layout.addWidget(build_prefill_controls(widget))
+    layout.addWidget(build_review_controls(widget))
     layout.addStretch(1)

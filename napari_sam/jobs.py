@@ -91,7 +91,9 @@ def _if_alive(callback: Callable[..., None]) -> Callable[..., None]:
 def start_function_job(
     func: Callable[[], Any], on_done: Callable[[Any], None], what: str
 ) -> FunctionWorker:
-    """Run func() in a worker thread; on_done(result or Failure) runs in the GUI thread."""
+    """Run func() in a worker thread; on_done(result or Failure) runs in the GUI thread.
+    After `worker.quit()` the worker drops func's result (Qt never emits it), and on_done
+    gets None once the job has ended (func may stop early by checking abort_requested)."""
 
     def guarded() -> Any:
         try:
@@ -101,6 +103,7 @@ def start_function_job(
 
     worker = thread_worker(guarded, start_thread=False)()
     worker.returned.connect(_if_alive(on_done))
+    worker.finished.connect(_if_alive(lambda: on_done(None) if worker.abort_requested else None))
     _start(worker)
     return worker
 

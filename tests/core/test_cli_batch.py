@@ -59,7 +59,8 @@ def _segment(capsys, *args) -> tuple[int, str, str]:
 
 def test_labels_are_instance_images_that_find_the_nuclei(reference, nuclei_dir):
     names = sorted(p.name for p in reference.iterdir())
-    assert names == sorted(f"{n}_labels.tif" for n in NAMES)
+    labels_and_sidecars = [f"{n}_labels{s}" for n in NAMES for s in (".provenance.json", ".tif")]
+    assert names == sorted(labels_and_sidecars)
     for name in NAMES:
         labels = tifffile.imread(reference / f"{name}_labels.tif")
         assert labels.dtype == np.uint32 and labels.shape == (128, 128)
@@ -98,7 +99,7 @@ def test_bad_files_are_reported_and_skipped_and_a_rerun_skips_finished_images(
     assert code == 1
     assert "failed   " in stdout and "truncated.png" in stdout and "notes.tif" in stdout
     assert "1 written" in stdout and "2 failed" in stdout
-    assert sorted(p.name for p in out.iterdir()) == [f"{NAMES[0]}_labels.tif"]
+    assert sorted(p.name for p in out.glob("*_labels.tif")) == [f"{NAMES[0]}_labels.tif"]
     written = out / f"{NAMES[0]}_labels.tif"
     assert written.read_bytes() == (reference / written.name).read_bytes()
 
@@ -229,8 +230,10 @@ def test_a_killed_run_resumes_with_the_complete_set_and_nothing_duplicated(
 
     code, stdout, _ = _segment(capsys, input_dir, "--out", out)
     assert code == 0 and f"{len(first)} skipped" in stdout
-    assert sorted(p.name for p in out.iterdir()) == sorted(f"{n}_labels.tif" for n in NAMES)
-    for path in out.iterdir():
+    assert sorted(p.name for p in out.glob("*_labels.tif")) == sorted(
+        f"{n}_labels.tif" for n in NAMES
+    )
+    for path in out.glob("*_labels.tif"):
         assert path.read_bytes() == (reference / path.name).read_bytes()
 
 
