@@ -61,6 +61,8 @@ class SegmentSettings:
     cache_dir: str | None = None
     overwrite: bool = False
     overlay: bool = False
+    mode: str = "grid"  # or "decoder" / "decoder+prompts" (`sam_core.instance`)
+    instance: dict = field(default_factory=dict)  # see `cli_instance.instance_settings`
 
 
 @dataclass(frozen=True)
@@ -224,12 +226,11 @@ def _segment_file(job, image, settings, session, progress) -> int:
                 f"--format {settings.format} takes 2-D images only: use --format tif "
                 "(one label TIFF stack) or pass 2-D images"
             )
-        labels = np.stack(
-            [
-                _labels(segment_image(image, settings, session, z, progress), image.image_hw)
-                for z in range(image.n_slices)
-            ]
-        )
+        per_slice = [
+            segment_image(image, settings, session, z, progress) for z in range(image.n_slices)
+        ]
+        labels = np.stack([_labels(records, image.image_hw) for records in per_slice])
+        _write_provenance(job, image, per_slice, settings, session)
         _write_tiff(job.output, labels)
         if settings.overlay:
             z = image.n_slices // 2
@@ -237,8 +238,9 @@ def _segment_file(job, image, settings, session, progress) -> int:
             write_overlay(path, image.plane(z), labels[z], image.channels)
         return int(sum(len(np.unique(s)) - 1 for s in labels))
     records = segment_image(image, settings, session, None, progress)
+    provenance = _write_provenance(job, image, [records], settings, session)
     if settings.format == "coco":
-        _write_coco(job, image.image_hw, records, settings)
+        _write_coco(job, image.image_hw, records, settings, provenance[0])
     else:
         labels = _labels(records, image.image_hw)
         if settings.format == "png":
@@ -254,9 +256,26 @@ def _segment_file(job, image, settings, session, progress) -> int:
 def segment_image(image, settings, session, z=None, progress=None) -> list[dict]:
     """Records of the automatic masks of one 2-D plane (slice `z` of a stack), see
     `AutomaticMaskGenerator`; embeddings come through the session (and its zarr cache)."""
+    if settings.mode != "grid":
+        from .cli_instance import instance_records
+
+        return instance_records(image, settings, session, z, progress)
     mode = "coco_rle" if settings.format == "coco" else "cropped_mask"
     generator = session.automatic_generator(**settings.amg, output_mode=mode)
     return session.generate(image, z, generator=generator, progress=progress)
+
+
+def _write_provenance(job, image, per_slice, settings, session) -> list:
+    """Provenance of the job's masks (`sam_core.cli_engine`): a sidecar beside label images;
+    for COCO, the records go into the annotations (returned, one list per slice)."""
+    from .cli_engine import segment_provenance, segment_sidecar
+
+    mode = getattr(settings, "mode", "grid")
+    amg = settings.amg if mode == "grid" else getattr(settings, "instance", {})
+    provenance = segment_provenance(session, image, per_slice, amg, job.input, mode)
+    if settings.format != "coco":
+        segment_sidecar(job.output, provenance)
+    return provenance
 
 
 def _labels(records: list[dict], image_hw: tuple[int, int]) -> np.ndarray:
@@ -300,7 +319,7 @@ def _write_png16(path: Path, labels: np.ndarray) -> None:
     write_bytes(path, buffer.getvalue())
 
 
-def _write_coco(job: Job, image_hw, records: list[dict], settings) -> None:
+def _write_coco(job: Job, image_hw, records: list[dict], settings, provenance=None) -> None:
     from . import __version__
 
     h, w = (int(v) for v in image_hw)
@@ -321,6 +340,8 @@ def _write_coco(job: Job, image_hw, records: list[dict], settings) -> None:
                 "crop_box": [float(v) for v in record["crop_box"]],
             }
         )
+        if provenance is not None:
+            annotations[-1]["samscope_provenance"] = provenance[i].to_dict()
     document = {
         "images": [{"id": 1, "file_name": job.input.name, "height": h, "width": w}],
         "annotations": annotations,

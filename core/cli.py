@@ -27,8 +27,11 @@ import numpy as np
 from . import __version__
 from .checkpoints import CACHE_ENV, OFFLINE_ENV, cache_dir, cached_path, fetch_checkpoint
 from .cli_batch import add_embed_command, add_segment_command
+from .cli_engine import add_engine_commands, predict_sidecar
 from .cli_evaluate import add_evaluate_command
 from .cli_finetune import add_finetune_command
+from .cli_instance import add_train_instance_command
+from .cli_onnx import add_export_onnx_command
 from .cli_plugin_install import add_fiftyone_install_command
 from .errors import SamscopeError, UnknownModelError
 from .image_input import ImageGeometry, as_rgb_uint8_or_float
@@ -365,16 +368,20 @@ def run_predict(args: argparse.Namespace) -> int:
     predictor = session.predictor
     best = best_mask_index(masks, scores)
     where = "" if z is None else f", slice {z}"
+    provenance = dict(z=z, points=point_arg, labels=label_arg, box=args.box, multimask=multimask)
+    provenance["image_path"] = args.image
     _say(f"image    {args.image or 'sample ' + stem} ({_describe(plane)}{where})")
     written = []
     if args.all_masks:
         for i, mask in enumerate(masks):
             path = write_mask_png(out.with_name(f"{out.stem}_{i}.png"), mask)
+            predict_sidecar(session, image, path, mask_index=i, mask=mask, **provenance)
             mark = "  <- best" if i == best else ""
             _say(f"mask {i}   score {scores[i]:.3f}, {int(mask.sum())} px -> {path}{mark}")
         shown = masks
     else:
         written.append(write_mask_png(out, masks[best]))
+        predict_sidecar(session, image, out, mask_index=best, mask=masks[best], **provenance)
         which = f"best of {len(scores)}" if len(scores) > 1 else "single mask"
         _say(f"mask     {which}: score {scores[best]:.3f}, {int(masks[best].sum())} px -> {out}")
         shown = masks[best]
@@ -554,9 +561,12 @@ COMMANDS: tuple[Callable[..., None], ...] = (
     add_demo_command,
     add_evaluate_command,
     add_finetune_command,
+    add_train_instance_command,
     add_segment_command,
     add_embed_command,
     add_fiftyone_install_command,
+    add_engine_commands,
+    add_export_onnx_command,
 )
 
 

@@ -115,6 +115,9 @@ def add_segment_command(subparsers) -> None:
         metavar = "N" if kind is int else "X"
         amg.add_argument(flag, dest=dest, type=kind, default=default, metavar=metavar, help=text)
     _image_options(parser)
+    from .cli_instance import add_instance_segment_options
+
+    add_instance_segment_options(parser)  # --mode grid|decoder|decoder+prompts (issue 15)
     scale = parser.add_argument_group("parallel (Dask distributed)").add_mutually_exclusive_group()
     scale.add_argument(
         "--workers", type=int, help="run on a local Dask cluster of N worker processes"
@@ -145,6 +148,7 @@ def _fill_thresholds(amg: dict, model: str) -> None:
 
 def _settings(args: argparse.Namespace):
     from .batch import SegmentSettings
+    from .cli_instance import instance_settings
 
     amg = {dest: getattr(args, dest) for dest, *_ in AMG_OPTIONS.values()}
     _fill_thresholds(amg, args.model)
@@ -172,6 +176,7 @@ def _settings(args: argparse.Namespace):
         cache_dir=None if args.cache is None else str(args.cache.expanduser().resolve()),
         overwrite=args.overwrite,
         overlay=args.overlay,
+        **instance_settings(args),
     )
 
 

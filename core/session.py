@@ -326,3 +326,32 @@ class Session:
             return generator.compute_candidates(
                 plane, embedding, image.channels, image.normalization, progress=progress
             )
+
+    # -------------------------------------------------------- instance decoder (issue 15)
+    def instance_segment(
+        self,
+        image: SessionImage | np.ndarray | str | Path,
+        z: int | None = None,
+        mode: str = "decoder",
+        decoder: Any = None,
+        thresholds: Any = None,
+        prompts: Any = None,
+        output_mode: str = "binary_mask",
+        progress: Progress | None = None,
+    ) -> tuple[np.ndarray, list[dict]]:
+        """Automatic instance masks of `image` (slice `z`) by a trained instance decoder.
+
+        mode: "decoder" (maps + seeded watershed) or "decoder+prompts" (one SAM prompt per
+            object, filtered and de-duplicated). decoder: a `LoadedDecoder`, a decoder file, or
+            None for the one the ``model.json`` beside this session's model lists.
+        thresholds: `InstanceThresholds` (default: the decoder's); prompts: `PromptSettings`.
+        Returns ((H, W) uint32 labels, id i + 1 = records[i]; records like the automatic
+        generator's). Maps are cached per plane, so new thresholds skip the network.
+        Raises InstanceDecoderError (no decoder, or one trained on other weights),
+        InstanceModeError (unknown mode). See `sam_core.instance`.
+        """
+        from .instance import segment_instances
+
+        return segment_instances(
+            self, image, z, mode, decoder, thresholds, prompts, output_mode, progress
+        )
