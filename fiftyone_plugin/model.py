@@ -3,9 +3,12 @@
     model = SamscopeModel("vit_t")
     dataset.apply_model(model, label_field="sam_boxes", prompt_field="detections")
     dataset.apply_model(model, label_field="sam_auto")        # no prompt field: automatic masks
+    model = SamscopeModel("runs/nuclei/model.pth", mode="decoder")  # a trained instance decoder
 
 With ``prompt_field`` (a Detections or Keypoints field, see `samscope_fiftyone.prompts`) each
-prompt gives one mask; without it the automatic mask generator runs on the whole image.
+prompt gives one mask; without it automatic masks are made of the whole image, by the point
+grid (``mode="grid"``) or an instance decoder (``"decoder"``, ``"decoder+prompts"``, see
+`samscope_fiftyone.automatic`).
 """
 
 from __future__ import annotations
@@ -25,7 +28,12 @@ from sam_core.session import (
     automatic_settings,
 )
 
-from .automatic import automatic_detections, automatic_generator
+from .automatic import (
+    DECODER_PARAMS,
+    automatic_detections,
+    automatic_generator,
+    instance_settings,
+)
 from .conversion import DISK_MASK_PIXELS
 from .inference import checked_normalization, prompted_detections, sample_image
 
@@ -40,6 +48,12 @@ class SamscopeModel(fom.Model, fom.SamplesMixin):
     ``mask_path``); None keeps all masks in the database. generator settings (points_per_side,
     pred_iou_thresh, ...) apply to automatic masks; thresholds not given are a fine-tuned
     model's searched ones (its model.json), else the official ones.
+    mode: automatic masks by "grid" (the generator), "decoder" or "decoder+prompts" (the
+    instance decoder listed in the model.json beside `model`, or the file `decoder`; its
+    thresholds as ``decoder_foreground`` / ``decoder_centre`` / ``decoder_boundary`` /
+    ``decoder_min_area`` keywords, else its tuned ones; ``prompt`` "point" or "box").
+    Raises InstanceDecoderError at construction when a decoder mode has no decoder that
+    fits the model.
 
     Each sample's file is read by the core session at full bit depth with its EXIF orientation
     (the array FiftyOne decodes, 8-bit, is used only when there is no file, e.g. video frames),
@@ -54,13 +68,16 @@ class SamscopeModel(fom.Model, fom.SamplesMixin):
         disk_mask_pixels: int = DISK_MASK_PIXELS,
         channels: Channels = None,
         normalization: Normalization = "auto",
+        mode: str = "grid",
         **generator_params: Any,
     ) -> None:
-        unknown = sorted(set(generator_params) - set(OFFICIAL_AUTOMATIC_SETTINGS))
+        known = {*OFFICIAL_AUTOMATIC_SETTINGS, *DECODER_PARAMS}
+        unknown = sorted(set(generator_params) - known)
         if unknown:
-            raise TypeError(
-                f"unknown generator settings {unknown}; use {sorted(OFFICIAL_AUTOMATIC_SETTINGS)}"
-            )
+            raise TypeError(f"unknown generator settings {unknown}; use {sorted(known)}")
+        decoder_params = {
+            k: generator_params.pop(k) for k in DECODER_PARAMS if k in generator_params
+        }
         fom.SamplesMixin.__init__(self)
         self.model_name = model
         self.device = device
@@ -69,6 +86,8 @@ class SamscopeModel(fom.Model, fom.SamplesMixin):
         self.channels = channels
         self.normalization = checked_normalization(normalization)
         self.session = Session(model, device)
+        self.mode = mode
+        self.instance = instance_settings(self.session, {"mode": mode, **decoder_params})
         self.generator = automatic_generator(self.session, generator_params)
         self.generator_params = automatic_settings(generator_params, model)
         self._preprocess = False
@@ -129,6 +148,7 @@ class SamscopeModel(fom.Model, fom.SamplesMixin):
                 self.generator,
                 mask_dir=self._mask_dir(sample),
                 disk_mask_pixels=self.disk_mask_pixels,
+                instance=self.instance,
             )
         if sample is None:
             raise PromptError(f"prompt_field {self.prompt_field!r} needs the sample")

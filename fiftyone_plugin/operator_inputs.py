@@ -96,6 +96,46 @@ def add_generator_inputs(inputs: types.Object) -> None:
     inputs.int("min_mask_region_area", default=0, label="Remove holes/islands below (px)")
 
 
+def add_mode_inputs(inputs: types.Object) -> None:
+    """The automatic-masks mode (grid / decoder / decoder+prompts) and the decoder's settings
+    (see `samscope_fiftyone.automatic.instance_settings`)."""
+    from .automatic import AUTOMATIC_MODES
+
+    modes = types.RadioGroup()
+    for mode in AUTOMATIC_MODES:
+        modes.add_choice(mode, label=mode)
+    inputs.enum(
+        "mode",
+        list(AUTOMATIC_MODES),
+        default="grid",
+        label="Mode",
+        description="grid: SAM's point grid; decoder: a trained instance decoder + watershed "
+        "(fast, for nuclei and cells; needs a decoder beside the model, see `samscope "
+        "train-instance`); decoder+prompts: its objects as prompts for SAM's mask decoder",
+        view=modes,
+    )
+    inputs.str(
+        "decoder",
+        label="Instance decoder file (decoder modes)",
+        description="blank: the instance_decoder.pth listed in the model.json beside the model",
+    )
+    tuned = "blank: the decoder's tuned value"
+    inputs.float("decoder_foreground", label="Decoder: foreground threshold", description=tuned)
+    inputs.float("decoder_centre", label="Decoder: centre (seed) threshold", description=tuned)
+    inputs.float("decoder_boundary", label="Decoder: boundary (seed) threshold", description=tuned)
+    inputs.int("decoder_min_area", label="Decoder: min object area (px)", description=tuned)
+    prompts = types.DropdownView()
+    for kind in ("point", "box"):
+        prompts.add_choice(kind, label=kind)
+    inputs.enum(
+        "prompt",
+        ["point", "box"],
+        default="point",
+        label="decoder+prompts: prompt per object",
+        view=prompts,
+    )
+
+
 def wants_delegation(ctx) -> bool:
     """The user's choice, else delegated for views above `DELEGATE_ABOVE_SAMPLES`."""
     choice = ctx.params.get("delegate")

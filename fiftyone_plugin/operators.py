@@ -7,13 +7,16 @@ import fiftyone.operators.types as types
 
 from sam_core import ImageError, PromptError
 
-from .automatic import automatic_detections, automatic_generator
+from .automatic import automatic_detections, automatic_generator, instance_settings
+from .engine import check_refine_field, export_reviewed, import_labels, refine_detections
 from .evaluation import detections_fields, evaluate_masks
 from .inference import prompted_detections
 from .operator_inputs import (
     add_generator_inputs,
+    add_mode_inputs,
     add_model_inputs,
     add_run_inputs,
+    progress_reporter,
     run_masks,
     session_for,
     wants_delegation,
@@ -83,7 +86,8 @@ class AutomaticMasks(foo.Operator):
         return foo.OperatorConfig(
             name="automatic_masks",
             label="samscope: automatic masks",
-            description="SAM automatic masks with predicted IoU and stability score",
+            description="SAM automatic masks (point grid, or a trained instance decoder) with "
+            "predicted IoU and stability score",
             dynamic=True,
             allow_immediate_execution=True,
             allow_delegated_execution=True,
@@ -93,6 +97,7 @@ class AutomaticMasks(foo.Operator):
         inputs = types.Object()
         add_model_inputs(inputs)
         add_run_inputs(ctx, inputs, default_field="sam_auto")
+        add_mode_inputs(inputs)
         add_generator_inputs(inputs)
         return types.Property(inputs, view=types.View(label="samscope: automatic masks"))
 
@@ -104,10 +109,11 @@ class AutomaticMasks(foo.Operator):
             raise ImageError("the view is empty: there are no samples to segment")
         label_field = ctx.params.get("label_field") or "sam_auto"
         session = session_for(ctx)
-        generator = automatic_generator(session, ctx.params)
+        instance = instance_settings(session, ctx.params)  # a bad decoder fails here, once
+        generator = automatic_generator(session, ctx.params) if instance is None else None
 
         def segment(image, sample, mask_dir):
-            return automatic_detections(session, image, generator, mask_dir)
+            return automatic_detections(session, image, generator, mask_dir, instance=instance)
 
         return run_masks(ctx, session, label_field, "automatic masks", segment)
 
@@ -180,4 +186,123 @@ class EvaluateMasks(foo.Operator):
         ctx.set_progress(progress=1.0, label="done")
         if not ctx.delegated:
             ctx.ops.reload_dataset()
+        return result
+
+
+class RefineMasks(foo.Operator):
+    """An existing segmentation (Detections or Segmentation field) refined by SAM: each object's
+    box and mask as prompts, one mask each, with provenance (the data engine's semi-automatic
+    stage, paper §4)."""
+
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="refine_masks",
+            label="samscope: refine an existing segmentation",
+            description="SAM masks from each object's box + mask of a Detections or "
+            "Segmentation field",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        fields = ctx.dataset.get_field_schema(embedded_doc_type=None) if ctx.dataset else {}
+        choices = types.DropdownView()
+        for name, f in fields.items():
+            kind = getattr(getattr(f, "document_type", None), "__name__", "")
+            if kind in ("Detections", "Segmentation"):
+                choices.add_choice(name, label=name)
+        inputs.str("source_field", label="Segmentation to refine", view=choices, required=True)
+        add_model_inputs(inputs)
+        add_run_inputs(ctx, inputs, default_field="sam_refined")
+        return types.Property(inputs, view=types.View(label="samscope: refine segmentation"))
+
+    def resolve_delegation(self, ctx):
+        return wants_delegation(ctx)
+
+    def execute(self, ctx):
+        view = ctx.target_view()
+        if len(view) == 0:
+            raise ImageError("the view is empty: there are no samples to refine")
+        source = ctx.params["source_field"]
+        label_field = ctx.params.get("label_field") or "sam_refined"
+        if source == label_field:
+            raise PromptError("the output field must differ from the source field")
+        check_refine_field(view, source)
+        session = session_for(ctx)
+
+        def segment(image, sample, mask_dir):
+            return refine_detections(session, image, sample[source], source)
+
+        return run_masks(ctx, session, label_field, "refined masks", segment)
+
+
+class ExportReviewed(foo.Operator):
+    """Reviewed masks → a training folder (rated >= threshold) and a folder to correct in
+    napari (low-rated, unrated or no masks); what ``samscope export-reviewed`` does."""
+
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="export_reviewed",
+            label="samscope: export reviewed masks for training",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        choices = types.DropdownView()
+        for name in detections_fields(ctx.dataset) if ctx.dataset else []:
+            choices.add_choice(name, label=name)
+        inputs.view_target(ctx)
+        inputs.str("field", label="Rated masks field", view=choices, required=True)
+        inputs.float("min_rating", default=7, label="Accept masks rated at least (1-10)")
+        inputs.str("out_dir", required=True, label="Output folder")
+        inputs.bool("unrated_to_correct", default=True, label="Unrated masks: to correct")
+        inputs.bool("delegate", default=None, label="Run delegated")
+        return types.Property(inputs, view=types.View(label="samscope: export reviewed"))
+
+    def resolve_delegation(self, ctx):
+        return wants_delegation(ctx)
+
+    def execute(self, ctx):
+        p = ctx.params
+        unrated = "correct" if p.get("unrated_to_correct", True) else "ignore"
+        return export_reviewed(
+            ctx.target_view(),
+            p["field"],
+            p.get("min_rating", 7),
+            p["out_dir"],
+            unrated=unrated,
+            progress=progress_reporter(ctx, "export"),
+        )
+
+
+class ImportLabels(foo.Operator):
+    """A folder of labels + provenance (napari's series annotator) → a Detections field."""
+
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="import_labels",
+            label="samscope: load a folder of labels",
+            dynamic=True,
+            allow_immediate_execution=True,
+        )
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        inputs.str("folder", required=True, label="Folder with images/ and labels/")
+        inputs.str("label_field", default="corrected", label="Output field")
+        return types.Property(inputs, view=types.View(label="samscope: load labels"))
+
+    def execute(self, ctx):
+        result = import_labels(
+            ctx.params["folder"], ctx.dataset, ctx.params.get("label_field") or "corrected"
+        )
+        ctx.ops.reload_dataset()
         return result

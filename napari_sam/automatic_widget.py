@@ -1,12 +1,26 @@
 """The "Automatic segmentation" dock widget: every object of the image (or current slice).
 
-Run computes the generator's candidates once in a worker (`compute_candidates`, the model
-pass, with progress and cancel); moving the IoU / stability / min-area controls re-runs only
-`select` (no model) and rewrites the instance Labels layer. Images with a side above 2048
-pixels are embedded tile by tile by the generator.
+Three modes (issue 15):
+
+* ``grid`` (the paper's point grid): Run computes the generator's candidates once in a worker
+  (`compute_candidates`, the model pass, with progress and cancel); moving the IoU /
+  stability / min-area controls re-runs only `select` (no model).
+* ``decoder``: a trained instance decoder (`sam_core.instance`, listed in the ``model.json``
+  beside the chosen model.pth) predicts foreground / centre / boundary maps, a seeded
+  watershed makes the objects. Moving its thresholds re-runs only the watershed: the maps
+  stay in core's `MAPS_CACHE`, neither the encoder nor the decoder runs again.
+* ``decoder+prompts``: the decoder's objects as one prompt each for SAM's mask decoder; new
+  thresholds re-run the watershed and SAM's (light) mask decoder, never the encoder.
+
+The decoder modes are enabled only for a model with a decoder beside it (`decoder_beside`);
+the Fine-tune widget or ``samscope train-instance`` trains one. Every mode writes (H, W)
+instance ids into the ``SAM automatic`` Labels layer (the current slice of a stack). Images
+with a side above 2048 pixels are embedded tile by tile by core.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import napari
 import numpy as np
@@ -15,6 +29,7 @@ from qtpy.QtWidgets import (
     QComboBox,
     QDoubleSpinBox,
     QFormLayout,
+    QGroupBox,
     QHBoxLayout,
     QLabel,
     QProgressBar,
@@ -26,6 +41,7 @@ from qtpy.QtWidgets import (
 
 from sam_core import AutomaticMaskGenerator, masks_to_label_image
 from sam_core.errors import SamscopeError
+from sam_core.instance import MODES, InstanceThresholds, decoder_beside, load_decoder
 from sam_core.session import OFFICIAL_AUTOMATIC_SETTINGS, Session, tuned_thresholds
 
 from . import jobs
@@ -33,6 +49,35 @@ from .image_source import layout_of, session_image
 from .layer_transforms import apply_transform, transform_kwargs
 
 OUTPUT = "SAM automatic"
+GRID = "grid"
+ALL_MODES = (GRID, *MODES)  # grid, decoder, decoder+prompts
+NO_DECODER = (
+    "this model has no instance decoder: train one in the Fine-tune widget (train: instance "
+    "decoder) or with `samscope train-instance --data DIR --out DIR`, then choose its "
+    "model.pth here"
+)
+
+
+def no_decoder_message(model: str, mode: str) -> str:
+    """What the user reads when a decoder mode is asked for a model without a decoder."""
+    return (
+        f"mode {mode!r} needs an instance decoder, and the model {model!r} has none (no "
+        "model.json beside it lists one). Train one in the Fine-tune widget (train: instance "
+        "decoder) or with `samscope train-instance`, choose its model.pth, or use mode 'grid'"
+    )
+
+
+@dataclass(frozen=True)
+class InstanceRun:
+    """What a decoder-mode run segmented, to re-run its post-processing on new thresholds:
+    the model, the image layer's data / rgb / channel, the slice z (None: 2-D) and mode."""
+
+    model: str
+    data: object
+    rgb: bool
+    channel: int | None
+    z: int | None
+    mode: str
 
 
 class _Cancelled(Exception):
@@ -45,7 +90,8 @@ class AutomaticWidget(QWidget):
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        self.candidates = None  # MaskCandidates of the last run
+        self.candidates = None  # MaskCandidates of the last grid run
+        self.instance_run: InstanceRun | None = None  # the last decoder-mode run
         self.generator: AutomaticMaskGenerator | None = None
         self._run_target: tuple[str, int | None] | None = None  # (image name, slice)
         self._worker = None
@@ -65,20 +111,53 @@ class AutomaticWidget(QWidget):
         self.iou_spin = _fspin(OFFICIAL_AUTOMATIC_SETTINGS["pred_iou_thresh"])
         self.stability_spin = _fspin(OFFICIAL_AUTOMATIC_SETTINGS["stability_score_thresh"])
         self.min_area_spin = _spin(0, 1_000_000, 0)
+        self.mode_combo = QComboBox()
+        self.mode_combo.addItems(ALL_MODES)
+        defaults = InstanceThresholds()
+        self.foreground_spin = _fspin(defaults.foreground, low=0.0)
+        self.centre_spin = _fspin(defaults.centre, low=0.0)
+        self.boundary_spin = _fspin(defaults.boundary, low=0.0)
+        self.decoder_area_spin = _spin(0, 1_000_000, defaults.min_area)
+        self.foreground_spin.setToolTip("pixels with a foreground probability above it")
+        self.centre_spin.setToolTip("seeds: centre map above it (and boundary map above its)")
+        self.boundary_spin.setToolTip("seeds: distance-to-boundary map above it")
         form = QFormLayout()
         for label, widget in (
             ("image", self.image_combo),
             ("model", self.model_combo),
             ("channel", self.channel_spin),
-            ("points per side", self.points_spin),
-            ("predicted IoU ≥", self.iou_spin),
-            ("stability ≥", self.stability_spin),
-            ("min area (px)", self.min_area_spin),
+            ("mode", self.mode_combo),
         ):
             form.addRow(label, widget)
+        self.grid_box = _group(
+            "point grid",
+            (
+                ("points per side", self.points_spin),
+                ("predicted IoU ≥", self.iou_spin),
+                ("stability ≥", self.stability_spin),
+                ("min area (px)", self.min_area_spin),
+            ),
+        )
+        self.decoder_box = _group(
+            "instance decoder",
+            (
+                ("foreground >", self.foreground_spin),
+                ("centre >", self.centre_spin),
+                ("boundary >", self.boundary_spin),
+                ("min area (px)", self.decoder_area_spin),
+            ),
+        )
         for spin in (self.iou_spin, self.stability_spin, self.min_area_spin):
-            spin.valueChanged.connect(lambda _=None: self.reselect())
-        self.model_combo.currentTextChanged.connect(self._apply_tuned_thresholds)
+            spin.valueChanged.connect(lambda _=None: self.reselect(GRID))
+        for spin in (
+            self.foreground_spin,
+            self.centre_spin,
+            self.boundary_spin,
+            self.decoder_area_spin,
+        ):
+            spin.valueChanged.connect(lambda _=None: self.reselect("decoder"))
+        self.model_combo.currentTextChanged.connect(self._on_model_changed)
+        self.mode_combo.currentTextChanged.connect(self._show_mode_controls)
         self.run_button, self.cancel_button = QPushButton("Run"), QPushButton("Cancel")
         self.run_button.clicked.connect(lambda: self.run())
         self.cancel_button.clicked.connect(lambda: self.cancel())
@@ -91,6 +170,8 @@ class AutomaticWidget(QWidget):
         self.status_label.setWordWrap(True)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
+        layout.addWidget(self.grid_box)
+        layout.addWidget(self.decoder_box)
         layout.addLayout(buttons)
         layout.addWidget(self.progress)
         layout.addWidget(self.status_label)
@@ -99,6 +180,60 @@ class AutomaticWidget(QWidget):
         self.viewer.layers.events.removed.connect(self._refresh_images)
         self.destroyed.connect(self._on_destroyed)
         self._refresh_images()
+        self._on_model_changed(self.model_combo.currentText())
+        self._show_mode_controls(self.mode_combo.currentText())
+
+    # ------------------------------------------------------------------- model, mode
+    def _on_model_changed(self, model: str) -> None:
+        self._apply_tuned_thresholds(model)
+        self._update_decoder_modes(model)
+
+    def _update_decoder_modes(self, model: str) -> None:
+        """Enable the decoder modes when `model` has a decoder beside it (its model.json), and
+        take that decoder's tuned thresholds; else disable them (tooltip: how to train one)."""
+        found = decoder_beside(model.strip()) if model.strip() else None
+        items = self.mode_combo.model()
+        for i, mode in enumerate(ALL_MODES):
+            if mode == GRID:
+                continue
+            items.item(i).setEnabled(found is not None)
+            items.item(i).setToolTip("" if found else NO_DECODER)
+        self.mode_combo.setToolTip(f"instance decoder: {found}" if found else NO_DECODER)
+        if found is None:
+            if self.mode_combo.currentText() != GRID:
+                self.mode_combo.setCurrentText(GRID)
+            return
+        try:
+            thresholds = load_decoder(found).thresholds
+        except SamscopeError as exc:
+            show_error(str(exc))
+            return
+        self.set_decoder_thresholds(thresholds)
+
+    def set_decoder_thresholds(self, thresholds: InstanceThresholds) -> None:
+        """Show `thresholds` in the decoder controls (no re-run)."""
+        for spin, value in (
+            (self.foreground_spin, thresholds.foreground),
+            (self.centre_spin, thresholds.centre),
+            (self.boundary_spin, thresholds.boundary),
+            (self.decoder_area_spin, thresholds.min_area),
+        ):
+            spin.blockSignals(True)
+            spin.setValue(value)
+            spin.blockSignals(False)
+
+    def decoder_thresholds(self) -> InstanceThresholds:
+        """The decoder controls as core's `InstanceThresholds`."""
+        return InstanceThresholds(
+            self.foreground_spin.value(),
+            self.centre_spin.value(),
+            self.boundary_spin.value(),
+            self.decoder_area_spin.value(),
+        )
+
+    def _show_mode_controls(self, mode: str) -> None:
+        self.grid_box.setVisible(mode == GRID)
+        self.decoder_box.setVisible(mode != GRID)
 
     def _apply_tuned_thresholds(self, model: str) -> None:
         """A fine-tuned model's file with searched thresholds in its model.json: use them."""
@@ -128,7 +263,8 @@ class AutomaticWidget(QWidget):
 
     # --------------------------------------------------------------------------- run
     def run(self) -> None:
-        """Compute the candidates of the current image / slice (model pass, in a worker)."""
+        """Segment the current image / slice in the chosen mode (model pass, in a worker):
+        grid candidates, or the instance decoder's objects."""
         if self._worker is not None:
             show_error("automatic segmentation is already running; wait or press Cancel")
             return
@@ -148,8 +284,16 @@ class AutomaticWidget(QWidget):
             if stack
             else None
         )
-        model, data, rgb = self.model_combo.currentText(), layer.data, layer.rgb
+        model, data, rgb = self.model_combo.currentText().strip(), layer.data, layer.rgb
         points_per_side = self.points_spin.value()
+        mode = self.mode_combo.currentText()
+        if mode != GRID and decoder_beside(model) is None:
+            message = no_decoder_message(model, mode)
+            show_error(message)
+            self.status_label.setText(message)
+            return
+        instance = InstanceRun(model, data, rgb, channel, z, mode)
+        thresholds = self.decoder_thresholds()
         self._cancelled = False
         started: dict[str, object] = {}
 
@@ -162,8 +306,13 @@ class AutomaticWidget(QWidget):
         def work():
             session = Session(model, device=None)
             image = session_image(data, rgb, channel)
-            amg = session.automatic_generator(points_per_side=points_per_side, iou_floor=0.5)
             try:
+                if mode != GRID:
+                    labels, records = _segment_instances(
+                        session, image, instance, thresholds, progress
+                    )
+                    return instance, labels, len(records), (name, z)
+                amg = session.automatic_generator(points_per_side=points_per_side, iou_floor=0.5)
                 candidates = session.automatic_candidates(image, z, amg, progress)
             except _Cancelled:
                 return None
@@ -172,7 +321,8 @@ class AutomaticWidget(QWidget):
 
         self.progress.setVisible(True)
         self.progress.setRange(0, 0)
-        self.status_label.setText("computing candidate masks…")
+        what = "candidate masks" if mode == GRID else f"instance decoder objects ({mode})"
+        self.status_label.setText(f"computing {what}…")
         self._worker = jobs.start_generator_job(work, self._on_progress, self._on_done, "automatic")
         started["worker"] = self._worker
 
@@ -186,11 +336,21 @@ class AutomaticWidget(QWidget):
         if not self._alive:
             return
         self.progress.setVisible(False)
+        if isinstance(result, jobs.Failure):
+            self.status_label.setText(result.message)
         if not jobs.report(result):
-            self.status_label.setText("stopped")
+            if result is None:
+                self.status_label.setText("stopped")
+            return
+        if isinstance(result[0], InstanceRun):
+            self.instance_run, label_image, self.n_objects, self._run_target = result
+            self.candidates = None
+            self._write_labels(label_image)
+            self.status_label.setText(self._instance_summary())
             return
         self.generator, self.candidates, self._run_target, self._hw = result
-        self.reselect()
+        self.instance_run = None
+        self.reselect(GRID)
 
     def cancel(self) -> None:
         self._cancelled = True
@@ -198,9 +358,18 @@ class AutomaticWidget(QWidget):
             self.status_label.setText("cancelling…" if self._worker else "idle")
 
     # ------------------------------------------------------------------------ select
-    def reselect(self) -> None:
-        """Apply the current thresholds to the stored candidates (no model), update labels."""
-        if self.candidates is None or not self._alive:
+    def reselect(self, kind: str | None = None) -> None:
+        """Apply the current thresholds to the last result (no encoder pass), update labels:
+        the grid's stored candidates (`select`), or the decoder's cached maps (watershed;
+        decoder+prompts also SAM's mask decoder). kind: "grid" / "decoder" to act only when
+        the last result is of that kind (a control of the other mode moved)."""
+        if not self._alive:
+            return
+        if self.instance_run is not None:
+            if kind in (None, "decoder"):
+                self._rethreshold_instances()
+            return
+        if self.candidates is None or kind not in (None, GRID):
             return
         if self._select_worker is not None:
             self._select_pending = True  # latest wins
@@ -232,9 +401,37 @@ class AutomaticWidget(QWidget):
             return
         label_image, self.n_objects = result
         self._write_labels(label_image)
+        if self.instance_run is not None:
+            self.status_label.setText(self._instance_summary())
+            return
         self.status_label.setText(
             f"{self.n_objects} objects (IoU ≥ {self.iou_spin.value():.2f}, stability ≥ "
             f"{self.stability_spin.value():.2f}, area ≥ {self.min_area_spin.value()} px)"
+        )
+
+    def _rethreshold_instances(self) -> None:
+        """The last decoder run again with the current thresholds, in a worker: core finds
+        the decoder's maps in `MAPS_CACHE` (and the embedding in the session's memory), so
+        only the watershed (and for decoder+prompts SAM's mask decoder) runs."""
+        if self._select_worker is not None:
+            self._select_pending = True  # latest wins
+            return
+        run, thresholds = self.instance_run, self.decoder_thresholds()
+
+        def work() -> tuple[np.ndarray, int]:
+            session = Session(run.model, device=None)
+            image = session_image(run.data, run.rgb, run.channel)
+            labels, records = _segment_instances(session, image, run, thresholds)
+            return labels, len(records)
+
+        self._select_worker = jobs.start_function_job(work, self._on_selected, "post-processing")
+
+    def _instance_summary(self) -> str:
+        t = self.decoder_thresholds()
+        return (
+            f"{self.n_objects} objects ({self.instance_run.mode}: foreground > "
+            f"{t.foreground:.2f}, centre > {t.centre:.2f}, boundary > {t.boundary:.2f}, area "
+            f"≥ {t.min_area} px)"
         )
 
     def _write_labels(self, label_image: np.ndarray) -> None:
@@ -265,6 +462,26 @@ class AutomaticWidget(QWidget):
             output.refresh()
 
 
+def _segment_instances(session, image, run: InstanceRun, thresholds, progress=None):
+    """((H, W) uint32 labels, records) of `run`'s slice by core's instance path."""
+    return session.instance_segment(
+        image,
+        run.z,
+        mode=run.mode,
+        thresholds=thresholds,
+        output_mode="cropped_mask",
+        progress=progress,
+    )
+
+
+def _group(title: str, rows) -> QGroupBox:
+    box = QGroupBox(title)
+    form = QFormLayout(box)
+    for label, widget in rows:
+        form.addRow(label, widget)
+    return box
+
+
 def _spin(low: int, high: int, value: int) -> QSpinBox:
     spin = QSpinBox()
     spin.setRange(low, high)
@@ -272,9 +489,9 @@ def _spin(low: int, high: int, value: int) -> QSpinBox:
     return spin
 
 
-def _fspin(value: float) -> QDoubleSpinBox:
+def _fspin(value: float, low: float = 0.5) -> QDoubleSpinBox:
     spin = QDoubleSpinBox()
-    spin.setRange(0.5, 1.0)
+    spin.setRange(low, 1.0)
     spin.setSingleStep(0.01)
     spin.setValue(value)
     return spin

@@ -16,10 +16,13 @@ __all__ = ["Candidates", "default_choice"]
 class Candidates:
     """The model's answer for the current prompts on one slice.
 
-    masks: (M, H, W) bool; scores: (M,); logits: (M, 256, 256); choice: shown mask index."""
+    masks: (M, H, W) bool; scores: (M,); logits: (M, 256, 256); choice: shown mask index;
+    record: the `sam_core.provenance.MaskProvenance` of mask `choice` as computed (the commit
+    adjusts its mask index), None when unknown."""
 
     z: int | None
     masks: np.ndarray
     scores: np.ndarray
     logits: np.ndarray
     choice: int
+    record: object | None = None

@@ -172,3 +172,20 @@ def miou_summary(card: dict) -> str:
         f"validation 1-point mIoU: {before_text} before → {after:.3f} after {epochs} "
         f"({n_val} held-out image{'s' if n_val > 1 else ''})"
     )
+
+
+def decoder_summary(entry: dict) -> str:
+    """One line on an instance-decoder run from its model.json entry (`train_decoder`)."""
+    history = entry.get("history") or []
+    if not history:
+        return "no epoch was trained: the folder's run already has them all (raise epochs)"
+    epochs = f"{len(history)} epoch{'s' if len(history) > 1 else ''}"
+    scores = [h.get("val_AP50") for h in history]
+    if all(v is None or math.isnan(v) for v in scores):
+        return f"instance decoder trained for {epochs}; no validation images, so no AP50"
+    best = entry.get("best_epoch") or len(history)
+    found = history[best - 1]
+    return (
+        f"instance decoder: validation AP50 {found['val_AP50']:.3f}, AP {found['val_AP']:.3f}, "
+        f"mSA {found['val_mSA']:.3f} (best of {epochs}: epoch {best})"
+    )

@@ -8,6 +8,13 @@ becomes one `sam_core.evaluation.datasets.Sample`; some are held out for validat
 folder gets `model.pth` (+ best.pth, the model.json card, resume.pth); "Use in Segment
 Anything" makes the annotator segment with it. The widget only turns layers into samples and
 its controls into a `FinetuneConfig`. The Labels layer is only read (copied at Start).
+
+"train: instance decoder" (issue 15) trains `sam_core.instance`'s decoder instead, on the same
+samples with the encoder frozen (each image embedded once): `train_decoder` in a worker, with
+progress and Cancel (finished epochs are saved; Start with Resume continues). The folder gets
+``instance_decoder.pth``, the ``model.json`` entry that lists it and ``model.pth`` (the base
+weights it belongs to); "Use in automatic segmentation" picks that model in the Automatic
+segmentation widget in mode ``decoder``.
 """
 
 from __future__ import annotations
@@ -46,12 +53,14 @@ from sam_core.finetuning import (
     split_samples,
     store_tuned_thresholds,
 )
-from sam_core.session import use_predictor
+from sam_core.instance import DECODER_FILE, TrainConfig, prepare_items, train_decoder
+from sam_core.session import Session, use_predictor
 
 from . import jobs
 from .finetune_inputs import (
     SPLIT_CHECKBOX,
     cancel_message,
+    decoder_summary,
     labelled_planes,
     miou_summary,
     split_note,
@@ -62,6 +71,8 @@ from .finetune_inputs import (
 PREVIEW = "SAM preview"  # the annotator's helper layer: a preview, never training labels
 MODEL_FILE = "model.pth"  # = sam_core.training.checkpointing.MODEL_FILE
 ENCODER_TRAINS = ("partial", "all")
+TRAIN_SAM = "SAM (prompted masks)"
+TRAIN_DECODER = "instance decoder (automatic masks)"
 
 
 class _Cancelled(Exception):
@@ -80,6 +91,15 @@ class _Relay(QObject):
 
 
 @dataclass(frozen=True)
+class _DecoderTrained:
+    """A finished instance-decoder run: its model.json entry, decoder file and model.pth."""
+
+    entry: dict
+    decoder_path: Path
+    model_path: Path
+
+
+@dataclass(frozen=True)
 class _Stopped:
     """A run that ended on Cancel (not an error)."""
 
@@ -95,6 +115,7 @@ class FinetuneWidget(QWidget):
         self.viewer = napari_viewer
         self.card: dict | None = None  # of the last finished run
         self.model_path: Path | None = None
+        self.decoder_path: Path | None = None  # of the last finished decoder run
         self._worker = None
         self._stop = threading.Event()  # Cancel: checked by the worker between steps
         self._alive = True
@@ -107,6 +128,17 @@ class FinetuneWidget(QWidget):
         self._refresh_layers()
 
     def _build_ui(self) -> None:
+        self.target_combo = QComboBox()
+        self.target_combo.addItems([TRAIN_SAM, TRAIN_DECODER])
+        self.target_combo.setToolTip(
+            "SAM: fine-tune SAM for prompted masks. instance decoder: a light network on SAM's "
+            "frozen embeddings for automatic masks (Automatic segmentation, mode decoder)"
+        )
+        self.decoder_steps_spin = _spin(0, 100_000, 0, special="auto")
+        self.decoder_steps_spin.setToolTip(
+            "instance decoder: training steps (8 random crops each) per epoch; auto: every "
+            "image twice per epoch"
+        )
         self.image_combo, self.labels_combo = QComboBox(), QComboBox()
         self.channel_spin = _spin(-1, 63, -1, special="auto")
         self.model_combo = QComboBox()
@@ -170,6 +202,7 @@ class FinetuneWidget(QWidget):
         self.resume_check.setChecked(True)
         form = QFormLayout()
         for label, widget in (
+            ("train", self.target_combo),
             ("image", self.image_combo),
             ("channel", self.channel_spin),
             ("labels", self.labels_combo),
@@ -183,6 +216,7 @@ class FinetuneWidget(QWidget):
             ("mask-only rounds", self.refine_rounds_spin),
             ("first click", self.first_point_combo),
             ("IoU ranking weight", self.rank_spin),
+            ("decoder steps / epoch", self.decoder_steps_spin),
         ):
             form.addRow(label, widget)
         form.addRow(self.flips_check)
@@ -212,6 +246,9 @@ class FinetuneWidget(QWidget):
         self.use_button = QPushButton("Use in Segment Anything")
         self.use_button.setEnabled(False)
         self.use_button.clicked.connect(lambda: self.use_in_annotator())
+        self.use_automatic_button = QPushButton("Use in automatic segmentation")
+        self.use_automatic_button.setEnabled(False)
+        self.use_automatic_button.clicked.connect(lambda: self.use_in_automatic())
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
@@ -219,6 +256,7 @@ class FinetuneWidget(QWidget):
             layout.addWidget(child)
         layout.addWidget(self.path_edit)
         layout.addWidget(self.use_button)
+        layout.addWidget(self.use_automatic_button)
 
     def _browse(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Output folder", self.out_edit.text())
@@ -296,6 +334,9 @@ class FinetuneWidget(QWidget):
             show_error(str(exc))
             self._set_status(str(exc))
             return
+        if self.target_combo.currentText() == TRAIN_DECODER:
+            self._start_decoder(planes, n_val, out, labels_layer.name)
+            return
         config, base = self.config(), self.model_combo.currentText().strip()
         resume = self.resume_check.isChecked()
         search_thresholds = self.thresholds_check.isChecked()
@@ -349,8 +390,13 @@ class FinetuneWidget(QWidget):
                 )
             return card, path
 
-        self.card, self.model_path = None, None
+        self._launch(planes, work, "fine-tuning")
+
+    def _launch(self, planes, work, what: str) -> None:
+        """Reset the result controls, show the labels notes, run `work` in a worker."""
+        self.card, self.model_path, self.decoder_path = None, None, None
         self.use_button.setEnabled(False)
+        self.use_automatic_button.setEnabled(False)
         self.result_label.setText("")
         self.path_edit.clear()
         self.log_box.clear()
@@ -363,7 +409,68 @@ class FinetuneWidget(QWidget):
         self.progress.setRange(0, 0)
         self.start_button.setEnabled(False)
         self._set_status("loading the model and embedding the images…")
-        self._worker = jobs.start_function_job(work, self._on_done, "fine-tuning")
+        self._worker = jobs.start_function_job(work, self._on_done, what)
+
+    def decoder_config(self) -> TrainConfig:
+        """The controls as the instance decoder's `TrainConfig` (its own learning rate)."""
+        steps = self.decoder_steps_spin.value()
+        return TrainConfig(epochs=self.epochs_spin.value(), steps_per_epoch=steps or None)
+
+    def _start_decoder(self, planes, n_val: int, out: Path, labels_name: str) -> None:
+        """Train the instance decoder on the labelled planes (encoder frozen) in a worker."""
+        config, base = self.decoder_config(), self.model_combo.currentText().strip()
+        resume = self.resume_check.isChecked()
+        data_info = {"napari_image": planes.image_name, "napari_labels": labels_name}
+        self._stop.clear()
+        seen: dict[str, int | None] = {"step": None, "total": 0}
+
+        def emit(kind: str, *value: object) -> None:
+            self._relay.message.emit((kind, *value))
+
+        def progress(done: int, total: int) -> None:
+            # called after each step; train_decoder saves an epoch after its last step's
+            # call and before the next epoch's first, so a stop here keeps every saved epoch
+            seen.update(step=done, total=total)
+            emit("progress", done, total)
+            if self._stop.is_set():
+                raise _Cancelled(at_epoch_end=False)
+
+        def log(line: str) -> None:
+            emit("log", line)
+
+        def work():
+            samples = planes.samples()
+            train, val = split_samples(samples, n_val) if n_val else (samples, [])
+            emit("log", split_note(len(train), len(val)))
+            emit("log", f"loading the base model {base or DEFAULT_MODEL}")
+            session = Session(base or DEFAULT_MODEL, device=None)
+            emit("log", "embedding the images once (frozen encoder)")
+            side = config.work_side
+            warn = lambda line: emit("log", line)  # noqa: E731
+            train_items = prepare_items(session, train, side, warn=warn)
+            val_items = prepare_items(session, val, side, warn=warn) if val else []
+            if self._stop.is_set():
+                return _Stopped(cancel_message(None, 0, config.epochs, False, out))
+            try:
+                result = train_decoder(
+                    session,
+                    train_items,
+                    val_items,
+                    out,
+                    config,
+                    resume=resume,
+                    log=log,
+                    progress=progress,
+                    data_info=data_info,
+                )
+            except _Cancelled as stop:
+                message = cancel_message(
+                    seen["step"], seen["total"], config.epochs, stop.at_epoch_end, out
+                )
+                return _Stopped(message)
+            return _DecoderTrained(result.entry, out / DECODER_FILE, out / MODEL_FILE)
+
+        self._launch(planes, work, "instance decoder training")
 
     def _on_message(self, value: tuple) -> None:
         if not self._alive:
@@ -390,6 +497,17 @@ class FinetuneWidget(QWidget):
             self._append_log(result.message)
             self._set_status(result.message)
         if not jobs.report(result):
+            return
+        if isinstance(result, _DecoderTrained):
+            self.card, self.model_path = result.entry, result.model_path
+            self.decoder_path = result.decoder_path
+            self.result_label.setText(decoder_summary(result.entry))
+            self.path_edit.setText(str(result.model_path))
+            self.use_automatic_button.setEnabled(True)
+            self._set_status(
+                f"done: {result.decoder_path}, listed in model.json beside {result.model_path} "
+                "(press Use in automatic segmentation, or pick that model.pth there)"
+            )
             return
         self.card, self.model_path = result
         self.result_label.setText(miou_summary(self.card))
@@ -429,6 +547,30 @@ class FinetuneWidget(QWidget):
                 if isinstance(widget, AnnotatorWidget):
                     widget.model_combo.setCurrentText(path)
         self._set_status(f"the Segment Anything widget now uses {path}")
+
+    def use_in_automatic(self) -> None:
+        """Pick the trained decoder's model.pth in the Automatic segmentation widget (opened if
+        needed), in mode ``decoder``."""
+        if self.decoder_path is None or self.model_path is None:
+            show_error("no instance decoder yet: choose train: instance decoder and press Start")
+            return
+        from .automatic_widget import AutomaticWidget
+
+        docked = [
+            w for w in self.viewer.window.dock_widgets.values() if isinstance(w, AutomaticWidget)
+        ]
+        if not docked:
+            _, widget = self.viewer.window.add_plugin_dock_widget(
+                "samscope", "Automatic segmentation"
+            )
+            docked = [widget]
+        path = str(self.model_path)
+        for widget in docked:
+            if widget.model_combo.findText(path) < 0:
+                widget.model_combo.addItem(path)
+            widget.model_combo.setCurrentText(path)  # enables the decoder modes
+            widget.mode_combo.setCurrentText("decoder")
+        self._set_status(f"the Automatic segmentation widget now uses {path} (mode decoder)")
 
 
 def _register(model, path: Path, encoder_trained: bool) -> None:

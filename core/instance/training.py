@@ -41,6 +41,7 @@ from .postprocess import InstanceThresholds, maps_to_labels, object_scores
 
 RESUME_FILE = "instance_resume.pth"
 CARD_FORMAT = "samscope-instance-card/1"
+MIN_STEPS_PER_EPOCH = 8  # random crops make repeated steps on a few images worth it
 
 
 @dataclass
@@ -48,7 +49,9 @@ class TrainConfig:
     """Training settings.
 
     epochs: passes; each epoch is `steps_per_epoch` steps (default: enough batches to show
-    every training image `repeats` times). crop: side of the random crops, pixels.
+    every training image `repeats` times, at least `MIN_STEPS_PER_EPOCH`, so a user with a
+    handful of labelled images still trains for more than one step an epoch).
+    crop: side of the random crops, pixels.
     lr: peak AdamW learning rate; warmup_steps: linear warmup. augment: random flips and
     quarter turns. device: "cpu", "cuda", None/"auto" (CUDA when present).
     """
@@ -71,7 +74,7 @@ class TrainConfig:
     def steps(self, n_train: int) -> int:
         if self.steps_per_epoch is not None:
             return int(self.steps_per_epoch)
-        return max(1, math.ceil(n_train * self.repeats / self.batch_size))
+        return max(MIN_STEPS_PER_EPOCH, math.ceil(n_train * self.repeats / self.batch_size))
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -229,11 +232,6 @@ def train_decoder(
             "seconds": round(time.perf_counter() - epoch_start, 2),
         }
         history.append(record)
-        log(
-            f"epoch {epoch + 1:3d}/{config.epochs}  loss {record['loss']:.4f}  "
-            f"val AP50 {record['val_AP50']:.3f}  AP {record['val_AP']:.3f}  "
-            f"mSA {record['val_mSA']:.3f}  ({record['seconds']:.1f} s)"
-        )
         score = record["val_AP50"] if val_items else float(epoch)
         if best_state is None or score > best_ap:
             best_ap = score
@@ -241,6 +239,12 @@ def train_decoder(
         _write_resume(out, network, optimizer, epoch + 1, history, sha, best_state, config)
         run = {"config": config, "data_info": data_info, "started": started, "device": device}
         _publish(out, session, best_state, InstanceThresholds(), history, run)
+        # Logged once the epoch is saved: a front end that stops on this line loses nothing.
+        log(
+            f"epoch {epoch + 1:3d}/{config.epochs}  loss {record['loss']:.4f}  "
+            f"val AP50 {record['val_AP50']:.3f}  AP {record['val_AP']:.3f}  "
+            f"mSA {record['val_mSA']:.3f}  ({record['seconds']:.1f} s)"
+        )
     best_state = best_state if best_state is not None else network.state_dict()
     finished = len(history) >= config.epochs
     thresholds = InstanceThresholds()
