@@ -28,7 +28,6 @@ import pytest
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-FIFTYONE_TESTS = Path(__file__).parent / "fiftyone_plugin"
 SLOW_TIMEOUT_S = 900  # tests marked slow or fiftyone (real weights, the FiftyOne database)
 WATCHDOG_GRACE_S = 30  # the watchdog fires this long after the test's own time limit
 _WATCHDOG_FD = pytest.StashKey[int]()  # a copy of the real stderr, for the watchdog
@@ -38,20 +37,11 @@ _WATCHDOG_FD = pytest.StashKey[int]()  # a copy of the real stderr, for the watc
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked slow or fiftyone get SLOW_TIMEOUT_S unless they set their own timeout.
-
-    Parallel runs (pytest-xdist, ``--dist loadgroup``): each test file is one group, so its
-    module fixtures are built once; all FiftyOne tests are one group, since they share one
-    database and one session dataset.
-    """
+    """Tests marked slow or fiftyone get SLOW_TIMEOUT_S unless they set their own timeout."""
     for item in items:
         marked_slow = item.get_closest_marker("slow") or item.get_closest_marker("fiftyone")
         if marked_slow and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
-        if item.get_closest_marker("xdist_group") is None:
-            path = Path(str(item.path))
-            group = "fiftyone" if FIFTYONE_TESTS in path.parents else path.as_posix()
-            item.add_marker(pytest.mark.xdist_group(group))
 
 
 def _time_limit_s(item: pytest.Item) -> float:

@@ -38,8 +38,10 @@ def test_overlay_per_image_and_a_line_per_image(tmp_path, nuclei_dir, mobilesam_
     stdout = capsys.readouterr().out
     assert code == 0, stdout
     assert sorted(p.name for p in out.iterdir()) == [
+        "blank_labels.provenance.json",
         "blank_labels.tif",
         "blank_overlay.png",
+        "nuclei_labels.provenance.json",
         "nuclei_labels.tif",
         "nuclei_overlay.png",
     ]

@@ -14,9 +14,11 @@ import pytest
 
 from sam_core.cli_plugin_install import install_plugin, plugin_source
 
+# One folder (database, plugins, datasets) per pytest-xdist worker: two workers starting the
+# database server on one folder at once collide ("DBPathInUse").
 BASE = Path(
     os.environ.get("FO_TEST_BASE") or Path(tempfile.gettempdir()) / f"samscope-fo-{os.getuid()}"
-)
+) / os.environ.get("PYTEST_XDIST_WORKER", "main")
 PLUGINS_DIR = BASE / "plugins"
 install_plugin(plugin_source(), PLUGINS_DIR)  # what `samscope fiftyone-install` does
 
