@@ -24,15 +24,10 @@ from .mask_upsampling import upsample_to_numpy
 from .modeling.sam import SamModel
 from .modeling.two_way_transformer import SharedImageSide
 from .prompts import PromptBatch, build_prompts
-from .threads import prompt_threads, scoped_threads
 
 # Prompts decoded per forward pass in batched calls: bounds memory (~17 MB per prompt in
 # flight; 16 is as fast as 64 on a 2-core CPU and needs 1.2 GB less).
 DECODER_CHUNK = 16
-# Calls with at most this many prompts are latency-bound: they run on as many threads as the
-# machine has idle cores (`threads.prompt_threads`), so a busy machine does not stall them at
-# OpenMP barriers. Larger batches keep PyTorch's thread count (throughput).
-LATENCY_BOUND_PROMPTS = 4
 
 
 class Predictor:
@@ -142,17 +137,14 @@ class Predictor:
         (M, 256, 256) float32, with M = 3 or 1 (and a leading B axis for batches). Full-size
         masks are upsampled a few at a time into the output array (`upsample_to_numpy`), so
         memory grows by the output plus about 100 MB, whatever the batch size.
-        A call with few prompts (`LATENCY_BOUND_PROMPTS`) uses only the machine's idle cores
-        (at least one; see `threads`), which keeps its latency steady when the CPU is busy.
+        Every call runs on PyTorch's intra-op thread count as the process has it: results are
+        then the same however busy the machine is (the float reductions' order depends on the
+        thread count, so a count chosen from the load changed logits in the last bits).
         """
         embedding = self.embedding
         prompts = build_prompts(embedding.geometry, points, labels, box, mask_input)
-        threads = torch.get_num_threads()
-        if prompts.size <= LATENCY_BOUND_PROMPTS and self.device.type == "cpu":
-            threads = prompt_threads(threads)
-        with scoped_threads(threads):
-            low_res, scores = self.predict_low_res(prompts, multimask)
-            masks = upsample_to_numpy(low_res, embedding.geometry, return_logits)
+        low_res, scores = self.predict_low_res(prompts, multimask)
+        masks = upsample_to_numpy(low_res, embedding.geometry, return_logits)
         outputs = (masks, scores.cpu().numpy(), low_res.cpu().numpy())
         if not prompts.batched:
             outputs = tuple(o[0] for o in outputs)

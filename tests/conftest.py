@@ -18,6 +18,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import fo_environment  # tests/ is on sys.path: this conftest's folder
 import pytest
 
 # pytest-xdist workers share the machine's cores. Their OpenMP threads sleep at barriers
@@ -27,6 +28,9 @@ import pytest
 # interpolation sums in another order). Set before anything imports torch.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+# FiftyOne's private folders, set before any test module can import fiftyone.
+fo_environment.configure()
 
 SLOW_TIMEOUT_S = 900  # tests marked slow or fiftyone (real weights, the FiftyOne database)
 WATCHDOG_GRACE_S = 30  # the watchdog fires this long after the test's own time limit

@@ -1,17 +1,13 @@
-"""The mask decoder's per-image precomputed terms give the plain computation's results, and
-the predictor's per-call thread scoping leaves the process's thread count as it was.
+"""The mask decoder's per-image precomputed terms give the plain computation's results.
 
 Functional checks only (no timing): randomly initialised decoder modules, small batches.
 """
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 import torch
 
-from sam_core import threads
 from sam_core.modeling.mask_decoder import MaskDecoder
 from sam_core.modeling.prompt_encoder import PromptEncoder
 from sam_core.modeling.two_way_transformer import Projected, ProjectedAttention
@@ -71,55 +67,3 @@ def test_projected_query_attention_equals_unprojected(modules) -> None:
     assert ours.shape == (4, 300, 256)
     assert torch.allclose(ours, expected, atol=1e-5, rtol=1e-5)
     assert torch.allclose(no_residual, expected_no_residual, atol=1e-5, rtol=1e-5)
-
-
-def test_scoped_threads_restores_the_thread_count() -> None:
-    before = torch.get_num_threads()
-    with threads.scoped_threads(1):
-        assert torch.get_num_threads() == 1
-        with threads.scoped_threads(1):
-            assert torch.get_num_threads() == 1
-        assert torch.get_num_threads() == 1  # the inner scope leaves the outer one alone
-    assert torch.get_num_threads() == before
-    with pytest.raises(RuntimeError), threads.scoped_threads(1):
-        raise RuntimeError("boom")
-    assert torch.get_num_threads() == before
-    with pytest.raises(ValueError, match="thread count"), threads.scoped_threads(0):
-        pass
-    assert torch.get_num_threads() == before
-
-
-def test_scoped_threads_from_concurrent_threads_restores_the_count() -> None:
-    before = torch.get_num_threads()
-    barrier = threading.Barrier(3)
-
-    def work() -> None:
-        with threads.scoped_threads(1):
-            barrier.wait(timeout=10)
-            torch.ones(64, 64) @ torch.ones(64, 64)
-
-    workers = [threading.Thread(target=work) for _ in range(3)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(timeout=20)
-    assert torch.get_num_threads() == before
-
-
-def test_prompt_threads_uses_only_idle_cores(monkeypatch) -> None:
-    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
-    monkeypatch.setattr(threads, "runnable_elsewhere", lambda: 0)
-    assert threads.prompt_threads(2) == 2
-    assert threads.prompt_threads(1) == 1
-    monkeypatch.setattr(threads, "runnable_elsewhere", lambda: 1)
-    assert threads.prompt_threads(2) == 1
-    monkeypatch.setattr(threads, "runnable_elsewhere", lambda: 5)
-    assert threads.prompt_threads(2) == 1
-    monkeypatch.setattr(threads, "runnable_elsewhere", lambda: None)  # load unknown
-    assert threads.prompt_threads(2) == 1
-
-
-def test_runnable_elsewhere_reads_the_kernel_count() -> None:
-    count = threads.runnable_elsewhere()
-    assert count is None or count >= 0
-    assert threads.usable_cores() >= 1

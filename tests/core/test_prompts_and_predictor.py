@@ -4,7 +4,11 @@ fluorescence image (256x256, 13 nuclei) embedded once for the module."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -115,6 +119,25 @@ def test_box_partly_outside_is_clipped(predictor) -> None:
     assert sticking_out[0].shape == (3, 256, 256)
     assert np.array_equal(sticking_out[0], clipped[0])
     np.testing.assert_allclose(sticking_out[1], clipped[1])
+
+
+def test_outputs_do_not_depend_on_how_busy_the_machine_is(predictor) -> None:
+    """Replay and "same input, every way in" need bit-identical outputs: the thread count (and
+    so the order of float reductions) must not follow the machine's load."""
+    quiet = predictor.predict(box=[10, 20, 180, 140])
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(os.cpu_count() or 2)
+    ]
+    try:
+        time.sleep(0.5)  # the kernel's runnable count now includes the hogs
+        busy = predictor.predict(box=[10, 20, 180, 140])
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait(timeout=10)
+    for a, b in zip(quiet, busy, strict=True):
+        assert np.array_equal(a, b)
 
 
 # --------------------------------------------------------------------------- outputs

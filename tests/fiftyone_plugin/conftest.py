@@ -1,34 +1,33 @@
-"""FiftyOne test setup. The environment is set at import time, before anything imports
-fiftyone (its config is read on import): a private database folder, a private plugins folder
-where `samscope fiftyone-install` links the installed plugin package, no analytics. Fixtures
+"""FiftyOne test setup. The root conftest gives each test process private FiftyOne folders
+(`fo_environment`: database, datasets, and a plugins folder where `samscope fiftyone-install`
+links the installed plugin package; no analytics); this one checks they took. Fixtures
 build one persistent dataset from real images: dsb2018 nuclei (`nuclei_dir`, shipped in
 tests/data when shared/ is missing) and COCO images from shared/data when it is there."""
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
+import fo_environment
 import pytest
 
 from sam_core.cli_plugin_install import install_plugin, plugin_source
 
-# One folder (database, plugins, datasets) per pytest-xdist worker: two workers starting the
-# database server on one folder at once collide ("DBPathInUse").
-BASE = Path(
-    os.environ.get("FO_TEST_BASE") or Path(tempfile.gettempdir()) / f"samscope-fo-{os.getuid()}"
-) / os.environ.get("PYTEST_XDIST_WORKER", "main")
+# The root conftest pointed FiftyOne at this worker's folders (fo_environment) before anything
+# imported fiftyone; check that it took, so no test here can touch another worker's datasets.
+BASE = fo_environment.base_folder()
 PLUGINS_DIR = BASE / "plugins"
 install_plugin(plugin_source(), PLUGINS_DIR)  # what `samscope fiftyone-install` does
 
-os.environ["FIFTYONE_DATABASE_DIR"] = str(BASE / "db")
-os.environ["FIFTYONE_PLUGINS_DIR"] = str(PLUGINS_DIR)
-os.environ["FIFTYONE_DEFAULT_DATASET_DIR"] = str(BASE / "datasets")
-os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
-os.environ["FIFTYONE_SHOW_PROGRESS_BARS"] = "false"
+import fiftyone as fo  # noqa: E402
+import fo_helpers  # noqa: E402
 
-import fo_helpers  # noqa: E402  (after the environment is set)
+if Path(fo.config.database_dir) != BASE / "db":
+    raise RuntimeError(
+        f"FiftyOne uses the database folder {fo.config.database_dir}, not this test process's "
+        f"{BASE / 'db'}: something imported fiftyone before tests/conftest.py configured it"
+    )
 
 COCO_SET = "coco_val2017_multi"
 
