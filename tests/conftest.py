@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import json
 import os
 import sys
 from collections import Counter
@@ -41,11 +42,59 @@ _WATCHDOG_FD = pytest.StashKey[int]()  # a copy of the real stderr, for the watc
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked slow or fiftyone get SLOW_TIMEOUT_S unless they set their own timeout."""
+    """Tests marked slow or fiftyone get SLOW_TIMEOUT_S unless they set their own timeout.
+    Test files run longest first (`_longest_files_first`)."""
     for item in items:
         marked_slow = item.get_closest_marker("slow") or item.get_closest_marker("fiftyone")
         if marked_slow and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
+    _longest_files_first(items)
+
+
+# ------------------------------------------------------------------ order and durations
+
+# Seconds per test file from a full run (`SAMSCOPE_RECORD_DURATIONS`, below). pytest-xdist
+# (--dist loadfile --no-loadscope-reorder) hands files to whichever worker is free in this
+# order, so starting with the longest ones keeps a long file from running alone at the end.
+FILE_SECONDS = Path(__file__).with_name("file_seconds.json")
+UNKNOWN_FILE_S = 5.0  # a file new since the last recording
+
+
+def _file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def _longest_files_first(items: list[pytest.Item]) -> None:
+    try:
+        seconds = json.loads(FILE_SECONDS.read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError):
+        return
+    items.sort(key=lambda item: -seconds.get(_file_of(item.nodeid), UNKNOWN_FILE_S))
+
+
+_recorded_phases: list = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """With SAMSCOPE_RECORD_DURATIONS=<json path>, collect each phase's time and worker (in
+    the process that reports: the xdist controller, or the only process)."""
+    if not os.environ.get("SAMSCOPE_RECORD_DURATIONS") or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    node = getattr(report, "node", None)
+    worker = getattr(getattr(node, "gateway", None), "id", "main")
+    _recorded_phases.append(
+        [report.nodeid, report.when, worker, report.start, report.stop, report.outcome]
+    )
+
+
+def _write_durations(path: Path) -> None:
+    """{"files": {test file: seconds, longest first}, "phases": [[nodeid, phase, worker, start,
+    stop, outcome], ...]}; copy "files" into tests/file_seconds.json to reorder the suite."""
+    files: Counter[str] = Counter()
+    for nodeid, _when, _worker, start, stop, _outcome in _recorded_phases:
+        files[_file_of(nodeid)] += stop - start
+    ordered = {name: round(s, 1) for name, s in files.most_common()}
+    path.write_text(json.dumps({"files": ordered, "phases": _recorded_phases}, indent=1))
 
 
 def _time_limit_s(item: pytest.Item) -> float:
@@ -72,6 +121,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
+    record = os.environ.get("SAMSCOPE_RECORD_DURATIONS")
+    if record and _recorded_phases:
+        _write_durations(Path(record))
     fd = config.stash.get(_WATCHDOG_FD, None)
     if fd is not None:
         os.close(fd)

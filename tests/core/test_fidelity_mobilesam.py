@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from sam_core import Predictor
+from sam_core.device import bf16_support
 
 pytestmark = pytest.mark.slow
 
@@ -129,6 +130,12 @@ def test_bf16_stays_close_to_official(vit_t_model, reference, shared_dir, read_r
         return masks, scores
 
     images = list({key.split("/")[0]: key for key in reversed(reference["by_image"])}.values())
+    assert len(images) == 2  # one per reference set: fluorescence nuclei, COCO
+    if not bf16_support().native:
+        # emulated bf16 is ~10x slower than fp32 here (set_image ~12 s): on such CPUs one
+        # image (the one with the most reference prompts) checks the path; CPUs with native
+        # bf16 check both sets
+        images = [max(images, key=lambda k: len(reference["by_image"][k]))]
     start = time.perf_counter()
     results = _predict_all(
         predict, reference, shared_dir / "data", images=images, per_image=BF16_PROMPTS_PER_IMAGE
@@ -138,7 +145,7 @@ def test_bf16_stays_close_to_official(vit_t_model, reference, shared_dir, read_r
         f"\nbf16: {len(results)} prompts in {time.perf_counter() - start:.1f} s, "
         f"mIoU {mean_iou:.5f}, min IoU {min_iou:.4f}, max|score diff| {score_diff:.2e}"
     )
-    assert len(images) == 2
-    assert len(results) == BF16_PROMPTS_PER_IMAGE + 1
+    by_image = reference["by_image"]
+    assert len(results) == sum(min(BF16_PROMPTS_PER_IMAGE, len(by_image[k])) for k in images) > 0
     assert mean_iou >= BF16_MIN_MEAN_IOU
     assert score_diff <= BF16_MAX_SCORE_DIFF
