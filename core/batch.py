@@ -256,13 +256,30 @@ def _segment_file(job, image, settings, session, progress) -> int:
 def segment_image(image, settings, session, z=None, progress=None) -> list[dict]:
     """Records of the automatic masks of one 2-D plane (slice `z` of a stack), see
     `AutomaticMaskGenerator`; embeddings come through the session (and its zarr cache)."""
-    if settings.mode != "grid":
-        from .cli_instance import instance_records
-
-        return instance_records(image, settings, session, z, progress)
     mode = "coco_rle" if settings.format == "coco" else "cropped_mask"
+    if settings.mode != "grid":
+        return _instance_records(image, settings, session, z, mode, progress)
     generator = session.automatic_generator(**settings.amg, output_mode=mode)
     return session.generate(image, z, generator=generator, progress=progress)
+
+
+def _instance_records(image, settings, session, z, output_mode, progress) -> list[dict]:
+    """The instance modes ("decoder", "decoder+prompts"; `sam_core.instance`) for one plane."""
+    from .instance.postprocess import InstanceThresholds
+    from .instance.prompting import PromptSettings
+
+    options = settings.instance
+    _, records = session.instance_segment(
+        image,
+        z,
+        mode=settings.mode,
+        decoder=options["decoder"],
+        thresholds=InstanceThresholds(**options["thresholds"]),
+        prompts=PromptSettings(**options["prompts"]),
+        output_mode=output_mode,
+        progress=progress,
+    )
+    return records
 
 
 def _write_provenance(job, image, per_slice, settings, session) -> list:

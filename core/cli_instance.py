@@ -120,25 +120,6 @@ def _model_sha256(model: str) -> str:
     return get_spec(model).sha256
 
 
-def instance_records(image, settings, session, z=None, progress=None) -> list[dict]:
-    """`sam_core.batch.segment_image` for the instance modes: records of plane `z`."""
-    from .instance.postprocess import InstanceThresholds
-    from .instance.prompting import PromptSettings
-
-    options = settings.instance
-    _, records = session.instance_segment(
-        image,
-        z,
-        mode=settings.mode,
-        decoder=options["decoder"],
-        thresholds=InstanceThresholds(**options["thresholds"]),
-        prompts=PromptSettings(**options["prompts"]),
-        output_mode="coco_rle" if settings.format == "coco" else "cropped_mask",
-        progress=progress,
-    )
-    return records
-
-
 # ---------------------------------------------------------------------- train-instance
 def add_train_instance_command(subparsers) -> None:
     from .cli import _add_model_options

@@ -41,16 +41,7 @@ class PromptedMasks(foo.Operator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        fields = ctx.dataset.get_field_schema(embedded_doc_type=None) if ctx.dataset else {}
-        names = [
-            name
-            for name, f in fields.items()
-            if getattr(f, "document_type", None) is not None
-            and f.document_type.__name__ in ("Detections", "Keypoints")
-        ]
-        choices = types.DropdownView()
-        for name in names:
-            choices.add_choice(name, label=name)
+        choices = _field_choices(ctx, ("Detections", "Keypoints"))
         inputs.str(
             "prompt_field", label="Prompt field (boxes or points)", view=choices, required=True
         )
@@ -62,20 +53,14 @@ class PromptedMasks(foo.Operator):
         return wants_delegation(ctx)
 
     def execute(self, ctx):
-        view = ctx.target_view()
-        if len(view) == 0:
-            raise ImageError("the view is empty: there are no samples to segment")
-        prompt_field = ctx.params["prompt_field"]
-        label_field = ctx.params.get("label_field") or "sam_prompted"
-        if prompt_field == label_field:
-            raise PromptError("the output field must differ from the prompt field")
-        check_prompt_field(view, prompt_field)
-        session = session_for(ctx)
-
-        def segment(image, sample, mask_dir):
-            return prompted_detections(session, image, sample[prompt_field], mask_dir)
-
-        return run_masks(ctx, session, label_field, "prompted masks", segment)
+        return _masks_from_field(
+            ctx,
+            ("prompt_field", "prompt", check_prompt_field),
+            ("sam_prompted", "segment", "prompted masks"),
+            lambda session, image, value, _field, mask_dir: prompted_detections(
+                session, image, value, mask_dir
+            ),
+        )
 
 
 class AutomaticMasks(foo.Operator):
@@ -208,12 +193,7 @@ class RefineMasks(foo.Operator):
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        fields = ctx.dataset.get_field_schema(embedded_doc_type=None) if ctx.dataset else {}
-        choices = types.DropdownView()
-        for name, f in fields.items():
-            kind = getattr(getattr(f, "document_type", None), "__name__", "")
-            if kind in ("Detections", "Segmentation"):
-                choices.add_choice(name, label=name)
+        choices = _field_choices(ctx, ("Detections", "Segmentation"))
         inputs.str("source_field", label="Segmentation to refine", view=choices, required=True)
         add_model_inputs(inputs)
         add_run_inputs(ctx, inputs, default_field="sam_refined")
@@ -223,20 +203,14 @@ class RefineMasks(foo.Operator):
         return wants_delegation(ctx)
 
     def execute(self, ctx):
-        view = ctx.target_view()
-        if len(view) == 0:
-            raise ImageError("the view is empty: there are no samples to refine")
-        source = ctx.params["source_field"]
-        label_field = ctx.params.get("label_field") or "sam_refined"
-        if source == label_field:
-            raise PromptError("the output field must differ from the source field")
-        check_refine_field(view, source)
-        session = session_for(ctx)
-
-        def segment(image, sample, mask_dir):
-            return refine_detections(session, image, sample[source], source)
-
-        return run_masks(ctx, session, label_field, "refined masks", segment)
+        return _masks_from_field(
+            ctx,
+            ("source_field", "source", check_refine_field),
+            ("sam_refined", "refine", "refined masks"),
+            lambda session, image, value, field, _mask_dir: refine_detections(
+                session, image, value, field
+            ),
+        )
 
 
 class ExportReviewed(foo.Operator):
@@ -306,3 +280,39 @@ class ImportLabels(foo.Operator):
         )
         ctx.ops.reload_dataset()
         return result
+
+
+def _field_choices(ctx, kinds: tuple[str, ...]):
+    """A dropdown of the dataset's fields whose label type (class name) is one of `kinds`."""
+    fields = ctx.dataset.get_field_schema(embedded_doc_type=None) if ctx.dataset else {}
+    choices = types.DropdownView()
+    for name, field in fields.items():
+        if getattr(getattr(field, "document_type", None), "__name__", "") in kinds:
+            choices.add_choice(name, label=name)
+    return choices
+
+
+def _masks_from_field(ctx, source, output, detections):
+    """Masks for the target view from each sample's value of an input field.
+
+    source: (parameter that names the input field, what messages call it, the check of its
+    type); output: (default label field, the verb and the run title for messages);
+    detections(session, image, field value, field name, mask folder) → the sample's new
+    Detections. Raises ImageError for an empty view, PromptError when the output field is the
+    input field, and whatever the type check raises."""
+    key, noun, check = source
+    default_field, verb, title = output
+    view = ctx.target_view()
+    if len(view) == 0:
+        raise ImageError(f"the view is empty: there are no samples to {verb}")
+    field = ctx.params[key]
+    label_field = ctx.params.get("label_field") or default_field
+    if field == label_field:
+        raise PromptError(f"the output field must differ from the {noun} field")
+    check(view, field)
+    session = session_for(ctx)
+
+    def segment(image, sample, mask_dir):
+        return detections(session, image, sample[field], field, mask_dir)
+
+    return run_masks(ctx, session, label_field, title, segment)

@@ -128,6 +128,21 @@ def test_refine_operator_on_ground_truth(engine_dataset):
         check_refine_field(engine_dataset, "no_such_field")
 
 
+def test_refine_operator_refuses_its_own_source_and_an_empty_view(engine_dataset):
+    import fiftyone.operators as foo
+    from fiftyone.operators.executor import ExecutionError
+
+    uri = f"{PLUGIN}/refine_masks"
+    same = {"source_field": "ground_truth", "label_field": "ground_truth", "delegate": False}
+    with pytest.raises(ExecutionError, match="must differ from the source field"):
+        foo.execute_operator(uri, dataset=engine_dataset, params=same)
+    assert len(engine_dataset.first().ground_truth.detections) == 3  # the source is untouched
+    empty = engine_dataset.match_tags("no-such-tag")
+    params = {"source_field": "ground_truth", "label_field": "refined_2", "delegate": False}
+    with pytest.raises(ExecutionError, match="no samples to refine"):
+        foo.execute_operator(uri, dataset=engine_dataset, view=empty, params=params)
+
+
 def test_export_reviewed_then_import_corrections(engine_dataset, tmp_path, capsys):
     from sam_core.cli import main
     from sam_core.cli_engine import label_records
