@@ -314,8 +314,9 @@ def run_embed(args: argparse.Namespace) -> int:
             slices = range(image.n_slices) if image.is_stack else [None]
             computed = 0
             for z in slices:
-                computed += not (args.cache / f"{session.embedding_key(image, z)}.zarr").is_dir()
-                session.embed(image, z, progress)
+                key = session.embedding_key(image, z)  # hashes the plane's pixels once
+                computed += not (args.cache / f"{key}.zarr").is_dir()
+                session.embed(image, z, progress, key=key)
             what = f"stack of {image.n_slices}" if image.is_stack else "image"
             _say(
                 f"cached   {path} ({what}, axes {image.axes}): {computed} plane(s) computed, "

@@ -184,18 +184,22 @@ class Session:
         image: SessionImage | np.ndarray,
         z: int | None = None,
         progress: Progress | None = None,
+        key: str | None = None,
     ) -> Embedding:
         """The embedding of `image` (slice `z` of a stack): memory → zarr cache → encoder.
 
         Returns an `ImageEmbedding`, or a `TiledEmbedding` for planes above `max_side`.
-        progress(done, total) is called per tile computed. Raises ImageError for bad input.
+        progress(done, total) is called per tile computed. key: this plane's
+        `embedding_key`, when the caller has just computed it (hashing a large plane's pixels
+        takes time). Raises ImageError for bad input.
         """
         image = self.load(image) if not isinstance(image, SessionImage) else image
         plane = image.plane(z)
         layout = self.tile_layout(plane.shape[:2])
-        key = embedding_key(
-            plane, image.channels, image.normalization, self.model_id, self.precision, layout
-        )
+        if key is None:
+            key = embedding_key(
+                plane, image.channels, image.normalization, self.model_id, self.precision, layout
+            )
         embedding = MEMORY_CACHE.get(key)
         if embedding is not None:
             if self.cache_dir is not None and not (self.cache_dir / f"{key}.zarr").exists():

@@ -237,8 +237,17 @@ def test_a_killed_run_resumes_with_the_complete_set_and_nothing_duplicated(
         assert path.read_bytes() == (reference / path.name).read_bytes()
 
 
-def test_embed_then_segment_with_the_cache(tmp_path, input_dir, reference, nuclei_dir, capsys):
+def test_embed_then_segment_with_the_cache(
+    tmp_path, input_dir, reference, nuclei_dir, capsys, monkeypatch
+):
+    import sam_core.embedding_keys
     from sam_core.session import Session
+
+    hashed = []
+    digest = sam_core.embedding_keys.plane_digest
+    monkeypatch.setattr(
+        sam_core.embedding_keys, "plane_digest", lambda *a: hashed.append(1) or digest(*a)
+    )
 
     stack = np.stack([_crop(nuclei_dir, n) for n in NAMES[:2]])
     tifffile.imwrite(tmp_path / "stack.tif", stack)
@@ -252,6 +261,7 @@ def test_embed_then_segment_with_the_cache(tmp_path, input_dir, reference, nucle
     assert "(image, axes YX): 1 plane(s) computed, 0 already" in stdout
     assert "(stack of 2, axes ZYX): 1 plane(s) computed, 1 already" in stdout
     assert "2 cached, 0 failed" in stdout
+    assert len(hashed) == 3  # each plane's pixels hashed once
     session = Session("vit_t")
     key = session.embedding_key(session.load(image))
     assert (cache / f"{key}.zarr" / "zarr.json").is_file()
