@@ -43,7 +43,7 @@ _CARD_KEYS = ("format", "samscope", "base_model", "arch", "base_sha256", "epochs
 def _card_summary(model: str) -> dict | None:
     if not Path(str(model)).suffix:
         return None
-    from .training.checkpointing import card_beside
+    from ..training.checkpointing import card_beside
 
     card = card_beside(str(model))
     if card is None:
@@ -60,7 +60,7 @@ def preprocessing_provenance(session, image, z: int | None = None, image_path=No
     plane `z` of `image` (array, path or `SessionImage`) as `session` embeds it.
 
     image_path: the file to name (default: the file the image was read from, if any)."""
-    from .embedding_keys import plane_digest
+    from ..embedding_keys import plane_digest
 
     image = session.load(image)
     plane = image.plane(z)
@@ -89,7 +89,7 @@ def _base_parameters(session) -> dict:
 
 
 def _stamp() -> dict:
-    from . import __version__
+    from .. import __version__
 
     created = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
     return {"samscope_version": __version__, "created": created}
@@ -102,7 +102,7 @@ def _prompts(points_xy, point_labels, box_xyxy, mask_input, mask_prompt=None) ->
         raise ProvenanceError(f"{len(points)} points but {len(labels)} point labels")
     rle = None
     if mask_prompt is not None:
-        from .mask_geometry import encode_rle
+        from ..mask_geometry import encode_rle
 
         rle = encode_rle(np.asarray(mask_prompt, dtype=bool))
     return {
@@ -174,7 +174,7 @@ def predict_best_recorded(
 
     The same rule (one click: 3 masks, the most confident that is not nearly the whole frame;
     several points or a box: one), so a front end gets mask and provenance from one call."""
-    from .mask_geometry import best_mask_index
+    from ..mask_geometry import best_mask_index
 
     n_points = 0 if points_xy is None else int(np.asarray(points_xy).reshape(-1, 2).shape[0])
     multimask = box_xyxy is None and n_points == 1
@@ -251,7 +251,7 @@ _SCORES = ("predicted_iou", "stability_score")
 def generator_settings(generator) -> dict:
     """The settings an `AutomaticMaskGenerator` runs with, as `automatic_provenance` keeps them
     (the user-facing ones of `OFFICIAL_AUTOMATIC_SETTINGS` plus max_mask_fraction)."""
-    from .automatic_settings import OFFICIAL_AUTOMATIC_SETTINGS
+    from ..automatic_settings import OFFICIAL_AUTOMATIC_SETTINGS
 
     names = (*OFFICIAL_AUTOMATIC_SETTINGS, *_GENERATOR_EXTRA)
     return {name: _plain(getattr(generator, name)) for name in names if hasattr(generator, name)}
@@ -261,7 +261,7 @@ def _record_mask(record: Mapping[str, Any], hw: tuple[int, int]) -> np.ndarray |
     """The full (H, W) mask of a generator record in any output mode, or None."""
     if record.get("segmentation") is None:
         return None
-    from .automatic.records import decode_segmentation
+    from ..automatic.records import decode_segmentation
 
     local, (x0, y0, x1, y1) = decode_segmentation(dict(record), hw)
     mask = np.zeros(hw, dtype=bool)

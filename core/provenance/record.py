@@ -127,7 +127,7 @@ def _check_header(schema: Any, version: Any) -> None:
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise ProvenanceError(f"provenance schema_version must be an integer >= 1: {version!r}")
     if version > SCHEMA_VERSION:
-        from . import __version__
+        from .. import __version__
 
         raise ProvenanceError(
             f"provenance of schema version {version}, newer than this samscope {__version__} "

@@ -29,8 +29,8 @@ def write_sidecar(
 
     extra: top-level keys describing the output (e.g. {"output": "mask.png", "labels": ...});
     they may not shadow ``schema``, ``schema_version`` or ``masks``."""
-    from . import __version__
-    from .image_io import write_bytes
+    from .. import __version__
+    from ..image_io import write_bytes
 
     extra = _plain(dict(extra or {}))
     clash = {"schema", "schema_version", "masks"} & set(extra)
