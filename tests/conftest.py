@@ -42,14 +42,35 @@ _WATCHDOG_FD = pytest.StashKey[int]()  # a copy of the real stderr, for the watc
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked slow or fiftyone get SLOW_TIMEOUT_S unless they set their own timeout."""
+    """Tests marked slow or fiftyone get SLOW_TIMEOUT_S unless they set their own timeout.
+    Test files run longest first (`_longest_files_first`)."""
     for item in items:
         marked_slow = item.get_closest_marker("slow") or item.get_closest_marker("fiftyone")
         if marked_slow and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(SLOW_TIMEOUT_S))
+    _longest_files_first(items)
 
 
-# ---------------------------------------------------------------------- recorded durations
+# ------------------------------------------------------------------ order and durations
+
+# Seconds per test file from a full run (`SAMSCOPE_RECORD_DURATIONS`, below). pytest-xdist
+# (--dist loadfile --no-loadscope-reorder) hands files to whichever worker is free in this
+# order, so starting with the longest ones keeps a long file from running alone at the end.
+FILE_SECONDS = Path(__file__).with_name("file_seconds.json")
+UNKNOWN_FILE_S = 5.0  # a file new since the last recording
+
+
+def _file_of(nodeid: str) -> str:
+    return nodeid.split("::", 1)[0]
+
+
+def _longest_files_first(items: list[pytest.Item]) -> None:
+    try:
+        seconds = json.loads(FILE_SECONDS.read_text(encoding="utf-8"))["files"]
+    except (OSError, ValueError, KeyError):
+        return
+    items.sort(key=lambda item: -seconds.get(_file_of(item.nodeid), UNKNOWN_FILE_S))
+
 
 _recorded_phases: list = []
 
@@ -68,10 +89,10 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 def _write_durations(path: Path) -> None:
     """{"files": {test file: seconds, longest first}, "phases": [[nodeid, phase, worker, start,
-    stop, outcome], ...]} (benchmarks/README.md summarises such a run)."""
+    stop, outcome], ...]}; copy "files" into tests/file_seconds.json to reorder the suite."""
     files: Counter[str] = Counter()
     for nodeid, _when, _worker, start, stop, _outcome in _recorded_phases:
-        files[nodeid.split("::", 1)[0]] += stop - start
+        files[_file_of(nodeid)] += stop - start
     ordered = {name: round(s, 1) for name, s in files.most_common()}
     path.write_text(json.dumps({"files": ordered, "phases": _recorded_phases}, indent=1))
 
