@@ -123,6 +123,7 @@ def _model_sha256(model: str) -> str:
 # ---------------------------------------------------------------------- train-instance
 def add_train_instance_command(subparsers) -> None:
     from .cli import _add_model_options
+    from .instance import TrainConfig
 
     parser = subparsers.add_parser(
         "train-instance",
@@ -146,7 +147,12 @@ def add_train_instance_command(subparsers) -> None:
     parser.add_argument("--epochs", type=int, default=30, help="epochs (30)")
     parser.add_argument("--batch-size", type=int, default=8, help="image crops per step (8)")
     parser.add_argument("--crop", type=int, default=128, help="random crop side, pixels (128)")
-    parser.add_argument("--repeats", type=int, default=2, help="passes over the images per epoch")
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=TrainConfig.repeats,
+        help=f"passes over the images per epoch ({TrainConfig.repeats})",
+    )
     parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (3e-3)")
     parser.add_argument("--no-augment", action="store_true", help="no flips / quarter turns")
     parser.add_argument("--cache", type=Path, help="zarr embedding cache (default OUT/embeddings)")

@@ -90,6 +90,37 @@ class _Relay(QObject):
     message = Signal(tuple)
 
 
+class _RunCallbacks:
+    """A worker's emit / progress / log callbacks for a training run.
+
+    Messages go to the GUI thread through the relay. After Cancel, the next `progress` call
+    raises `_Cancelled` (mid-epoch), and with `stop_on_log` so does the next `log` call (used
+    where training logs an epoch only after saving it). `step` / `total`: the last progress.
+    """
+
+    def __init__(self, relay: _Relay, stop: threading.Event, stop_on_log: bool) -> None:
+        self._relay, self._stop, self._stop_on_log = relay, stop, stop_on_log
+        self.step: int | None = None
+        self.total = 0
+
+    def emit(self, kind: str, *value: object) -> None:
+        self._relay.message.emit((kind, *value))
+
+    def progress(self, done: int, total: int) -> None:
+        self.step, self.total = done, total
+        self.emit("progress", done, total)
+        if self._stop.is_set():
+            raise _Cancelled(at_epoch_end=False)
+
+    def log(self, line: str) -> None:
+        self.emit("log", line)
+        if self._stop_on_log and self._stop.is_set():
+            raise _Cancelled(at_epoch_end=True)
+
+    def cancelled(self, stop: _Cancelled, epochs: int, out: Path) -> _Stopped:
+        return _Stopped(cancel_message(self.step, self.total, epochs, stop.at_epoch_end, out))
+
+
 @dataclass(frozen=True)
 class _DecoderTrained:
     """A finished instance-decoder run: its model.json entry, decoder file and model.pth."""
@@ -342,21 +373,9 @@ class FinetuneWidget(QWidget):
         search_thresholds = self.thresholds_check.isChecked()
         data_info = {"napari_image": planes.image_name, "napari_labels": labels_layer.name}
         self._stop.clear()
-        seen: dict[str, int | None] = {"step": None, "total": 0}
-
-        def emit(kind: str, *value: object) -> None:
-            self._relay.message.emit((kind, *value))
-
-        def progress(done: int, total: int) -> None:
-            seen.update(step=done, total=total)
-            emit("progress", done, total)
-            if self._stop.is_set():
-                raise _Cancelled(at_epoch_end=False)
-
-        def log(line: str) -> None:
-            emit("log", line)
-            if self._stop.is_set():  # finetune logs after each epoch's save
-                raise _Cancelled(at_epoch_end=True)
+        # finetune logs an epoch after saving it, so a stop at a log line loses nothing
+        calls = _RunCallbacks(self._relay, self._stop, stop_on_log=True)
+        emit = calls.emit
 
         def work():
             samples = planes.samples()
@@ -370,13 +389,18 @@ class FinetuneWidget(QWidget):
             emit("log", "embedding the images once (frozen encoder)" if frozen else "training")
             try:
                 card = finetune(
-                    model, train, val, out, config, data_info, resume, progress=progress, log=log
+                    model,
+                    train,
+                    val,
+                    out,
+                    config,
+                    data_info,
+                    resume,
+                    progress=calls.progress,
+                    log=calls.log,
                 )
             except _Cancelled as stop:
-                message = cancel_message(
-                    seen["step"], seen["total"], config.epochs, stop.at_epoch_end, out
-                )
-                return _Stopped(message)
+                return calls.cancelled(stop, config.epochs, out)
             path = out / MODEL_FILE
             _register(model, path, encoder_trained=not frozen)
             if val and card["history"] and search_thresholds:
@@ -422,21 +446,10 @@ class FinetuneWidget(QWidget):
         resume = self.resume_check.isChecked()
         data_info = {"napari_image": planes.image_name, "napari_labels": labels_name}
         self._stop.clear()
-        seen: dict[str, int | None] = {"step": None, "total": 0}
-
-        def emit(kind: str, *value: object) -> None:
-            self._relay.message.emit((kind, *value))
-
-        def progress(done: int, total: int) -> None:
-            # called after each step; train_decoder saves an epoch after its last step's
-            # call and before the next epoch's first, so a stop here keeps every saved epoch
-            seen.update(step=done, total=total)
-            emit("progress", done, total)
-            if self._stop.is_set():
-                raise _Cancelled(at_epoch_end=False)
-
-        def log(line: str) -> None:
-            emit("log", line)
+        # train_decoder saves an epoch after its last step's progress call and before the
+        # next epoch's first, so a stop at a progress call keeps every saved epoch
+        calls = _RunCallbacks(self._relay, self._stop, stop_on_log=False)
+        emit = calls.emit
 
         def work():
             samples = planes.samples()
@@ -459,15 +472,12 @@ class FinetuneWidget(QWidget):
                     out,
                     config,
                     resume=resume,
-                    log=log,
-                    progress=progress,
+                    log=calls.log,
+                    progress=calls.progress,
                     data_info=data_info,
                 )
             except _Cancelled as stop:
-                message = cancel_message(
-                    seen["step"], seen["total"], config.epochs, stop.at_epoch_end, out
-                )
-                return _Stopped(message)
+                return calls.cancelled(stop, config.epochs, out)
             return _DecoderTrained(result.entry, out / DECODER_FILE, out / MODEL_FILE)
 
         self._launch(planes, work, "instance decoder training")
