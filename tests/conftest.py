@@ -33,6 +33,14 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # FiftyOne's private folders, set before any test module can import fiftyone.
 fo_environment.configure()
 
+# Some machines (this project's among them) set PYTHONDONTWRITEBYTECODE. Then every Python
+# process of the run (both pytest workers, and the CLI, Dask, FiftyOne and wheel-install
+# subprocesses that tests start) compiles samscope's modules and pytest's assertion-rewritten
+# modules from source again: measured 4-5 s per pytest process here. The bytecode goes to
+# __pycache__ folders, which git ignores; the workers start after this conftest loads.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
+
 SLOW_TIMEOUT_S = 900  # tests marked slow or fiftyone (real weights, the FiftyOne database)
 WATCHDOG_GRACE_S = 30  # the watchdog fires this long after the test's own time limit
 _WATCHDOG_FD = pytest.StashKey[int]()  # a copy of the real stderr, for the watchdog
