@@ -117,8 +117,9 @@ def check_instance_labels(
     if not split:
         raise BinaryLabelsError(
             f"{name} is a binary label image: all objects have the value {found.value}, in "
-            f"{found.n_objects} separate regions, so it would be read as one object in "
-            f"{found.n_regions} pieces instead of {found.n_objects} objects"
+            f"{found.n_regions} separate regions ({found.n_objects} of them object-sized), so "
+            f"it would be read as one object in {found.n_regions} pieces instead of "
+            f"{found.n_objects} objects"
         )
     specks = found.n_regions - found.n_objects
     note = f" ({specks} of them smaller than {MIN_REGION_PIXELS} px or 5 % of the largest)"
