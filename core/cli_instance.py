@@ -213,7 +213,7 @@ def run_train_instance(args: argparse.Namespace) -> int:
     )
 
     def warn(message: str) -> None:
-        _say(f"warning  {message}")
+        tqdm.write(f"warning  {message}")  # on its own line, above the embeddings bar
 
     with tqdm(total=len(train) + len(val), desc="embeddings", unit="img") as bar:
         items = prepare_items(
