@@ -117,6 +117,10 @@ class OnnxDecoder:
 
         self.name = name
         options = onnxruntime.SessionOptions()
+        # onnxruntime's pool threads spin after each run by default; in an interleaved round
+        # they took the CPU from the next implementation (our PyTorch predictor measured
+        # 118 against 57 ms right after an ONNX call): they must wait like torch's.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = onnxruntime.InferenceSession(
             str(path), options, providers=["CPUExecutionProvider"]
         )
@@ -280,10 +284,22 @@ def main() -> None:
     parser.add_argument("--official-venv", default="/work/official_venv")
     parser.add_argument("--no-official", action="store_true")
     parser.add_argument("--no-onnx", action="store_true")
+    parser.add_argument(
+        "--gomp-spincount",
+        default=None,
+        help="set GOMP_SPINCOUNT before torch loads, instead of samscope's short spin-waits "
+        "(300000 = libgomp's own default: the before/after of sam_core.openmp_waits)",
+    )
     args = parser.parse_args()
     calls = args.calls or (12 if args.quick else 40)
+    if args.gomp_spincount is not None:
+        os.environ["GOMP_SPINCOUNT"] = str(args.gomp_spincount)
 
+    # isort: off
+    import sam_core  # first, as in every front end: sets the OpenMP waits before torch loads
     import torch
+
+    # isort: on
 
     from sam_core.checkpoints import fetch_checkpoint
 
@@ -328,7 +344,7 @@ def main() -> None:
                 )
     table = _table(rows, args.loads)
     RESULTS.mkdir(exist_ok=True)
-    stamp = dt.datetime.now().strftime("%Y-%m-%d-%H%M")
+    stamp = dt.datetime.now().strftime("%Y-%m-%d-%H%M%S")  # two runs in a minute: two files
     path = RESULTS / f"latency-{stamp}.json"
     meta = {
         "cpu_count": os.cpu_count(),
@@ -336,10 +352,13 @@ def main() -> None:
         "load_avg_before_each_phase": load_avg,
         "calls_per_cell": calls,
         "quick": args.quick,
+        "openmp_waits": sam_core.openmp_waits.state(),
+        "GOMP_SPINCOUNT": os.environ.get("GOMP_SPINCOUNT"),
     }
     path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     print(table)
     print(f"load average (1, 5, 15 min) before each phase: {load_avg}")
+    print(f"OpenMP waits: {meta['openmp_waits']} (GOMP_SPINCOUNT={meta['GOMP_SPINCOUNT']})")
     print(f"written {path}")
 
 

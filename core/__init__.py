@@ -6,6 +6,8 @@ predictor.set_image(image)
 masks, scores, logits = predictor.predict(points=[[x, y]], labels=[1])
 """
 
+# First: sets torch's OpenMP spin-waits before anything below imports torch (see the module).
+from . import openmp_waits  # noqa: F401
 from .automatic import AutomaticMaskGenerator, MaskCandidates, masks_to_label_image
 from .checkpoints import cache_dir, fetch_checkpoint
 from .embedding import ImageEmbedding
