@@ -44,21 +44,9 @@ import torch
 
 # isort: on
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("SAMSCOPE_DATA", ROOT.parent / "shared" / "data"))
-RESULTS = Path(__file__).resolve().parent / "results"
-IMAGES = {
-    "em_512x512": "isbi2012_em_membranes/images/slice_00.png",
-    "nuclei_1040x1388": "dsb2018_fluo_dev/images/c901794d1a421d52.png",
-}
+from bench_latency import DATA, IMAGES, RESULTS, _read_rgb  # the same two images
+
 BATCHES = (1, 16)
-
-
-def _read_rgb(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
 def _load_average() -> float:

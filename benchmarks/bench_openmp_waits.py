@@ -24,17 +24,10 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
+from bench_latency import DATA, IMAGES, RESULTS, _read_rgb  # the same two images
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("SAMSCOPE_DATA", ROOT.parent / "shared" / "data"))
-RESULTS = Path(__file__).resolve().parent / "results"
-IMAGES = {
-    "em_512x512": "isbi2012_em_membranes/images/slice_00.png",
-    "nuclei_1040x1388": "dsb2018_fluo_dev/images/c901794d1a421d52.png",
-}
 SETTINGS = {"samscope (GOMP_SPINCOUNT=1000)": None, "libgomp default (300000)": "300000"}
 _WAIT_KEYS = ("GOMP_SPINCOUNT", "KMP_BLOCKTIME", "OMP_WAIT_POLICY")
 
@@ -43,16 +36,13 @@ def measure(calls: int) -> dict[str, float]:
     """In this process: median ms of `predict` per image."""
     import time
 
-    from PIL import Image
-
     import sam_core
     from sam_core import Predictor, load_model
 
     predictor = Predictor(load_model("vit_t"), device="cpu")
     out: dict[str, float] = {"openmp_waits": sam_core.openmp_waits.state()}
     for name, rel in IMAGES.items():
-        with Image.open(DATA / rel) as image:
-            rgb = np.asarray(image.convert("RGB"))
+        rgb = _read_rgb(DATA / rel)
         predictor.set_image(rgb)
         h, w = rgb.shape[:2]
         point = [[w * 0.5, h * 0.5]]
