@@ -7,8 +7,9 @@ One prompt runs ~200 small operators through the mask decoder, so when other pro
 the cores the waiting thread burns the time slice its partner needs. Measured on a 2-core
 machine (`benchmarks/bench_latency.py`, MobileSAM, 512² EM slice, one point → 3 masks): with
 two busy processes beside it, `predict` took 9.3× its quiet median (p90 9.6×); with a spin
-count of 1000 it took 2.4× (p90 2.7×), and the quiet median did not change. onnxruntime without
-spinning degrades as little, for the same reason.
+count of 1000 it took 2.2-2.4× (p90 2.5-2.8×), while the quiet median rose 6-10 % at 512² and
+stayed within 1.5 % at 1040×1388 (benchmarks/README.md, "OpenMP spin-waits"). onnxruntime
+without spinning degrades as little, for the same reason.
 
 The setting changes how idle threads wait, never how work is split: results stay bit-identical
 (`tests/core/test_openmp_waits.py`). OpenMP reads it once, when the runtime library loads with
