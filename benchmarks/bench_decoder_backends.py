@@ -44,26 +44,14 @@ import torch
 
 # isort: on
 
-from bench_latency import DATA, IMAGES, RESULTS, _read_rgb  # the same two images
+from bench_latency import DATA, IMAGES, RESULTS, _prompt, _read_rgb, _stats  # same images
 
 BATCHES = (1, 16)
 
 
-def _load_average() -> float:
-    return (
-        float(Path("/proc/loadavg").read_text().split()[0])
-        if os.path.exists("/proc/loadavg")
-        else float("nan")
-    )
-
-
 def _summary(seconds: list[float], per: int = 1) -> dict:
-    ms = np.asarray(seconds) * 1000.0 / per
-    return {
-        "median_ms": round(float(np.median(ms)), 2),
-        "p90_ms": round(float(np.percentile(ms, 90)), 2),
-        "n": len(ms),
-    }
+    """Median / p90 ms per prompt (`per` prompts per call): bench_latency's statistics."""
+    return _stats([t / per for t in seconds])
 
 
 def _interleaved(calls: dict, rounds: int, warmup: int = 2) -> dict[str, list[float]]:
@@ -97,8 +85,7 @@ def stage_times(predictor, image: np.ndarray, rounds: int) -> dict:
 
     predictor.set_image(image)
     geometry = predictor.embedding.geometry
-    h, w = image.shape[:2]
-    point = [[w * 0.5, h * 0.5]]
+    point = [_prompt(image)[0]]
     prompts = build_prompts(geometry, point, [1])
     low_res, _ = predictor.predict_low_res(prompts, multimask=True)
     logits = upsample_logits(low_res[0], geometry)
@@ -189,8 +176,7 @@ def profile_predict(predictor, image: np.ndarray) -> list[dict]:
     from torch.profiler import ProfilerActivity, profile
 
     predictor.set_image(image)
-    h, w = image.shape[:2]
-    point = [[w * 0.5, h * 0.5]]
+    point = [_prompt(image)[0]]
     for _ in range(3):
         predictor.predict(points=point, labels=[1])
     calls = 10
@@ -264,14 +250,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name, rel in IMAGES.items():
             image = _read_rgb(DATA / rel)
-            parts: dict = {"load_stages": _load_average()}
+            parts: dict = {"load_stages": os.getloadavg()[0]}
             parts["stages"] = stage_times(predictor, image, args.calls)
-            parts["load_backends"] = _load_average()
+            parts["load_backends"] = os.getloadavg()[0]
             parts["backends"] = backend_times(predictor, image, args.calls, Path(tmp))
             result["images"][name] = parts
             print(f"{name} done", flush=True)
     if not args.no_profile:
-        result["load_profile"] = _load_average()
+        result["load_profile"] = os.getloadavg()[0]
         result["profile"] = profile_predict(predictor, _read_rgb(DATA / IMAGES["nuclei_1040x1388"]))
     RESULTS.mkdir(exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y-%m-%d-%H%M")

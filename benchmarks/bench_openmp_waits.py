@@ -26,7 +26,7 @@ import subprocess
 import sys
 
 import numpy as np
-from bench_latency import DATA, IMAGES, RESULTS, _read_rgb  # the same two images
+from bench_latency import DATA, IMAGES, RESULTS, _prompt, _read_rgb  # the same images
 
 SETTINGS = {"samscope (GOMP_SPINCOUNT=1000)": None, "libgomp default (300000)": "300000"}
 _WAIT_KEYS = ("GOMP_SPINCOUNT", "KMP_BLOCKTIME", "OMP_WAIT_POLICY")
@@ -44,8 +44,7 @@ def measure(calls: int) -> dict[str, float]:
     for name, rel in IMAGES.items():
         rgb = _read_rgb(DATA / rel)
         predictor.set_image(rgb)
-        h, w = rgb.shape[:2]
-        point = [[w * 0.5, h * 0.5]]
+        point = [_prompt(rgb)[0]]
         for _ in range(3):
             predictor.predict(points=point, labels=[1])
         times = []
