@@ -34,4 +34,7 @@ class ImageEmbedding:
         return self.geometry.original_hw
 
     def to(self, device: torch.device | str) -> ImageEmbedding:
-        return replace(self, features=self.features.to(device))
+        """This embedding on `device`: itself when already there (the predictor keys its
+        per-image decoder terms by the embedding object, so a copy would recompute them)."""
+        features = self.features.to(device)
+        return self if features is self.features else replace(self, features=features)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import napari
 import numpy as np
 from napari.utils.notifications import show_error
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QWidget,
 )
@@ -43,6 +44,14 @@ from .layer_transforms import to_image_pixels
 from .prefill import PrefillMixin
 from .prompts import SlicePrompts, slice_prompts
 
+# A preview usually arrives within 0.1-0.3 s. Showing the indeterminate (animated) progress
+# bar for it re-lays out the dock and repaints the window over and over while the model runs,
+# on the CPU the model needs: in a viewer under Xvfb that cost a quarter of click → preview
+# (benchmarks/README.md, "napari click to preview"). Previews show the bar and their status
+# text only when still running after this delay: the first click on a slice, which computes
+# the embedding, takes seconds and still shows it.
+PREVIEW_BUSY_DELAY_MS = 300
+
 __all__ = ["BOXES", "NEW_LABELS", "POINTS", "PREVIEW", "AnnotatorWidget"]
 
 
@@ -71,6 +80,10 @@ class AnnotatorWidget(
         self._commit_pending = False
         self._long_worker = None
         self._alive = True
+        self._pending_busy: tuple[str, int, int] | None = None
+        self._busy_timer = QTimer(self)
+        self._busy_timer.setSingleShot(True)
+        self._busy_timer.timeout.connect(self._show_pending_busy)
         self._helpers: dict[str, object] = {}
         self._watched: set[int] = set()
         self._transform_watched: set[int] = set()
@@ -113,13 +126,29 @@ class AnnotatorWidget(
         if self._alive:
             self.status_label.setText(text)
 
-    def _busy(self, text: str, total: int = 0, done: int = 0) -> None:
+    def _busy(self, text: str, total: int = 0, done: int = 0, delay_ms: int = 0) -> None:
+        """Show the progress bar (indeterminate when `total` is 0) and `text`; with
+        `delay_ms`, only if the job is still running then (`_idle` cancels it) and no bar
+        is shown already."""
+        self._busy_timer.stop()
+        self._pending_busy = None
+        if delay_ms > 0 and not self.progress.isVisible():
+            self._pending_busy = (text, total, done)
+            self._busy_timer.start(delay_ms)
+            return
         self.progress.setVisible(True)
         self.progress.setRange(0, total)
         self.progress.setValue(done)
         self._set_status(text)
 
+    def _show_pending_busy(self) -> None:
+        pending, self._pending_busy = self._pending_busy, None
+        if pending is not None and self._alive:
+            self._busy(*pending)
+
     def _idle(self, text: str | None = None) -> None:
+        self._busy_timer.stop()
+        self._pending_busy = None
         self.progress.setVisible(False)
         if text:
             self._set_status(text)
@@ -265,9 +294,9 @@ class AnnotatorWidget(
         action = getattr(event, "action", None)
         if action is not None and str(action).lower().endswith("ing"):  # adding…: not done yet
             return
-        self._recolor_points()
         self._generation += 1
-        self._request_preview()
+        self._request_preview()  # first: the worker starts while the points are recoloured
+        self._recolor_points()
 
     def clear_prompts(self) -> None:
         """X: remove all points and boxes and the preview."""
@@ -323,7 +352,10 @@ class AnnotatorWidget(
         model, data, rgb, channel = self._embedding_job_parts()
         z, generation = self.current_z(), self._generation
         image_path = image_path_of(self.image_layer())
-        self._busy("segmenting (the first click on a slice computes its embedding)…")
+        self._busy(
+            "segmenting (the first click on a slice computes its embedding)…",
+            delay_ms=PREVIEW_BUSY_DELAY_MS,
+        )
 
         def work() -> tuple[int, Candidates]:
             embedding = self._embedding(model, data, rgb, channel, z)

@@ -183,6 +183,32 @@ def test_one_predictor_one_lock_across_threads(vit_t_model):
         assert all(np.array_equal(m, expected[i]) for m in results[i])
 
 
+def test_prompts_on_one_embedding_reuse_its_decoder_terms(vit_t_model, monkeypatch):
+    """The decoder's per-image terms (`MaskDecoder.share_image_side`) are computed once per
+    embedding, however many `Session.predict` calls use it; a new embedding recomputes them."""
+    from sam_core.session import use_predictor
+
+    predictor = _predictor(vit_t_model)
+    use_predictor("vit_t-shared-terms-test", predictor)
+    session = Session("vit_t-shared-terms-test")
+    decoder = predictor.model.mask_decoder
+    calls = []
+    share = decoder.share_image_side
+    monkeypatch.setattr(decoder, "share_image_side", lambda *a: calls.append(1) or share(*a))
+    rng = np.random.default_rng(3)
+    images = [session.load(rng.integers(0, 255, (96, 128), dtype=np.uint8)) for _ in range(2)]
+    first, second = (session.embed(image) for image in images)
+    masks = [session.predict(first, points=[[40 + 5 * i, 50]])[0] for i in range(4)]
+    assert len(calls) == 1
+    assert first.to("cpu") is first  # why: set_embedding keeps the very object
+    session.predict(second, points=[[40, 50]])
+    assert len(calls) == 2
+    # the reused terms give the masks of a fresh predictor
+    fresh = _predictor(vit_t_model)
+    fresh.set_embedding(first)
+    assert np.array_equal(fresh.predict(points=[[55, 50]])[0], masks[3])
+
+
 def test_channel_choice_is_checked_when_read(tmp_path):
     tifffile.imwrite(tmp_path / "five.tif", np.zeros((96, 128, 5), np.uint16))
     session = Session("vit_t")

@@ -98,6 +98,40 @@ def test_ambiguous_click_cycles_masks_and_undo(annotator, nuclei, press, qtbot):
     assert labels.data.max() == 0
 
 
+def test_progress_bar_shows_only_for_a_preview_still_running_after_the_delay(
+    annotator, nuclei, qtbot, monkeypatch
+):
+    """A preview shows the busy bar only once it has run for `PREVIEW_BUSY_DELAY_MS`; one
+    that finishes first never shows it (no dock re-layout or repaints while the model runs)."""
+    from samscope_napari import annotator as annotator_module
+
+    viewer, widget = annotator
+    image, gt = nuclei
+    viewer.add_image(image, name="nuclei")
+    shown: list[bool] = []
+    set_visible = widget.progress.setVisible
+    widget.progress.setVisible = lambda visible: (shown.append(visible), set_visible(visible))
+    ids, sizes = np.unique(gt[gt > 0], return_counts=True)
+    points = widget.helper("SAM points")
+
+    # the delay passes while the first click's embedding is computed: the bar shows, then hides
+    monkeypatch.setattr(annotator_module, "PREVIEW_BUSY_DELAY_MS", 1)
+    points.add([interior_point(gt == ids[np.argmax(sizes)])])
+    assert True not in shown  # not at once
+    _wait_preview(qtbot, widget)
+    assert True in shown and not widget.progress.isVisible()
+    assert widget.status_label.text().startswith("preview ready")
+
+    # a preview that ends before the delay never shows the bar, and leaves no timer running
+    monkeypatch.setattr(annotator_module, "PREVIEW_BUSY_DELAY_MS", 60_000)
+    shown.clear()
+    points.add([interior_point(gt == ids[np.argsort(-sizes)[1]])])
+    qtbot.waitUntil(lambda: widget._shown_generation == widget._generation, timeout=60_000)
+    wait_idle(qtbot, widget)
+    assert True not in shown and not widget.progress.isVisible()
+    assert not widget._busy_timer.isActive()
+
+
 def test_cache_folder_keeps_embeddings_on_disk(annotator, nuclei, qtbot, tmp_path):
     from sam_core.embedding_cache import EmbeddingCache
     from sam_core.session import MEMORY_CACHE, Session
